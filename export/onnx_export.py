@@ -1,0 +1,116 @@
+"""Export the three trained models as separate ONNX files and check them against eager PyTorch.
+
+Names, dtypes and dynamic axes come from hybridrec.spec. Parity is checked at batch sizes, candidate counts and
+history lengths other than the traced ones, so a shape baked in by tracing is caught here, not in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hybridrec import spec
+from hybridrec.export.triton_config import write_configs
+from hybridrec.preprocessing import ARTIFACTS_FILE
+from hybridrec.training.train import load_model
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+TOLERANCE = 1e-4
+TRACE_SIZES = {"N": 3, "L": 7}
+# Shapes other than the traced ones: (batch, sizes).
+PARITY_SHAPES = ((1, {"N": 1, "L": 1}), (5, {"N": 11, "L": 50}), (3, {"N": 40, "L": 83}))
+
+
+class ParityError(AssertionError):
+    """An exported model disagrees with eager PyTorch beyond the tolerance."""
+
+    def __init__(self, model: str, where: str, max_abs_diff: float, tolerance: float) -> None:
+        super().__init__(f"{model}: max |eager - {where}| = {max_abs_diff:.3g} > {tolerance:g}")
+        self.model, self.where, self.max_abs_diff, self.tolerance = model, where, max_abs_diff, tolerance
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    model: str
+    where: str
+    shapes: list[dict[str, tuple[int, ...]]]
+    max_abs_diff: float
+
+
+def model_inputs(m: spec.ModelSpec, batch: int, sizes: dict[str, int], dim: int, num_items: int, seed: int = 0):
+    """Valid random numpy inputs; embedding inputs are drawn at the model's width."""
+    return spec.example_batch(m, batch, {**sizes, "D": dim}, id_high=max(num_items, spec.FIRST_ID + 1), seed=seed)
+
+
+def export_model(module: nn.Module, m: spec.ModelSpec, path: Path, dim: int, num_items: int) -> Path:
+    module.eval()
+    example = model_inputs(m, 2, TRACE_SIZES, dim, num_items)
+    args = tuple(torch.from_numpy(example[t.name]) for t in m.inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".onnx.tmp")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values are expected here
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=m.input_names,
+            output_names=m.output_names,
+            dynamic_axes={t.name: t.dynamic_axes for t in (*m.inputs, *m.outputs)},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    import onnx
+
+    onnx.checker.check_model(str(tmp))
+    tmp.replace(path)
+    return path
+
+
+def check_onnx_parity(
+    module: nn.Module, m: spec.ModelSpec, path: Path, dim: int, num_items: int, tolerance: float = TOLERANCE
+) -> ParityReport:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst, shapes = 0.0, []
+    module.eval()
+    for seed, (batch, sizes) in enumerate(PARITY_SHAPES, start=1):
+        x = model_inputs(m, batch, sizes, dim, num_items, seed=seed)
+        with torch.no_grad():
+            want = module(*(torch.from_numpy(x[t.name]) for t in m.inputs))
+        got = session.run(m.output_names, x)[0]
+        if got.shape != tuple(want.shape):
+            raise ParityError(m.name, f"onnxruntime shape {got.shape} vs {tuple(want.shape)}", float("inf"), tolerance)
+        worst = max(worst, float(np.abs(got - want.numpy()).max()))
+        shapes.append({k: v.shape for k, v in x.items()})
+    if worst > tolerance:
+        raise ParityError(m.name, "onnxruntime", worst, tolerance)
+    return ParityReport(m.name, "onnxruntime", shapes, worst)
+
+
+def export_run(run_dir: str | Path, repo: str | Path, *, check: bool = True) -> dict[str, ParityReport | None]:
+    """Export a trained run into a Triton model repository: configs, three model.onnx files, artifacts."""
+    model, artifacts = load_model(run_dir)
+    repo = Path(repo)
+    write_configs(repo)
+    reports: dict[str, ParityReport | None] = {}
+    dim = model.cfg.embedding_dim
+    for name, module in model.exported().items():
+        m = spec.model_spec(name)
+        path = export_model(module, m, repo / name / "1" / "model.onnx", dim, artifacts.num_items)
+        reports[name] = check_onnx_parity(module, m, path, dim, artifacts.num_items) if check else None
+        log.info("exported %s -> %s%s", name, path,
+                 f" (parity max abs diff {reports[name].max_abs_diff:.2e})" if reports[name] else "")  # type: ignore[union-attr]
+    # The client needs the same fitted preprocessing as training: ship it with the models.
+    shutil.copyfile(Path(run_dir) / ARTIFACTS_FILE, repo / ARTIFACTS_FILE)
+    return reports

@@ -1,0 +1,87 @@
+"""YAML <-> small frozen dataclass configs, with unknown-key checks (a typo in a config is an error, never ignored)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def from_dict(cls: type[T], raw: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; nested dataclasses recurse, unknown keys raise ConfigError."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown keys {unknown}; allowed: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        kind = hints[name]
+        path = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+            kwargs[name] = from_dict(kind, value, path)
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = _check_scalar(kind, value, path)
+    return cls(**kwargs)
+
+
+def _check_scalar(kind: Any, value: Any, path: str) -> Any:
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    for a in allowed:
+        if a is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(a, type) and a is not type(None) and isinstance(value, a) and not (a is int and isinstance(value, bool)):
+            return value
+    if typing.get_origin(kind) is not None or kind is Any:
+        return value
+    raise ConfigError(f"{path}: {value!r} is not a {getattr(kind, '__name__', kind)}")
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in dataclasses.asdict(obj).items()}
+
+
+def load_yaml(cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None) -> T:
+    raw: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        raw = loaded
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return from_dict(cls, raw, str(path) if path else "")
+
+
+def save_yaml(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -1,0 +1,247 @@
+"""The one I/O specification of every served model.
+
+Each model's inputs and outputs (names, dtypes, dims, dynamic axes) are written here once and drive:
+``torch.onnx.export`` (input/output names and dynamic axes), the generated ``config.pbtxt`` files
+(``hybridrec.export.triton_config``), the python-backend models' ragged batching, and the client's request building.
+
+Batch convention: the Triton batch axis is always *one request* (one user). Per-request variable axes carry a
+symbolic name: ``N`` candidate items, ``L`` history length, ``D`` embedding width. A `rank` request is therefore
+``history [1, L]`` plus ``poster [1, N, 3, H, W]`` etc., so requests from different users merge on the batch axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Feature geometry shared by preprocessing, the models and the configs. Changing one of these changes the served
+# interface (and the committed configs), so they are constants here rather than training options.
+IMAGE_CHANNELS = 3
+IMAGE_HEIGHT = 192
+IMAGE_WIDTH = 128
+GENRE_SLOTS = 32  # multi-hot genre width; fitted genre vocabularies (<= 32 names) map into it
+META_EXTRA = ("year_z", "year_present", "poster_present")  # dense columns after the genre slots
+META_WIDTH = GENRE_SLOTS + len(META_EXTRA)
+PEOPLE_SLOTS = 8  # cast + directors ids per item, 0-padded
+OVERVIEW_TOKENS = 64  # overview token ids per item, 0-padded
+HISTORY_LENGTH = 50  # the client pads/truncates histories to this; the models accept any length
+
+# Reserved ids in every id vocabulary (items, people, words).
+PAD_ID = 0
+UNK_ID = 1
+FIRST_ID = 2
+
+_WIRE = {"uint8": "UINT8", "int64": "INT64", "float32": "FP32", "int32": "INT32", "bool": "BOOL"}
+
+Dim = int | str  # an int is fixed; a str names a dynamic axis
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    dims: tuple[Dim, ...]  # without the batch axis
+    doc: str = ""
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def wire_dtype(self) -> str:
+        """Triton's wire name ("FP32"), used by tritonclient."""
+        return _WIRE[self.dtype]
+
+    @property
+    def config_dtype(self) -> str:
+        """Triton's config enum name ("TYPE_FP32")."""
+        return "TYPE_" + self.wire_dtype
+
+    @property
+    def config_dims(self) -> list[int]:
+        return [d if isinstance(d, int) else -1 for d in self.dims]
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        """ONNX dynamic axes, batch axis included."""
+        axes = {0: "batch"}
+        axes.update({i + 1: d for i, d in enumerate(self.dims) if isinstance(d, str)})
+        return axes
+
+    def check(self, array: np.ndarray, *, batched: bool = True) -> None:
+        """Raise a ValueError naming this input when ``array`` does not fit the spec."""
+        if array.dtype != self.np_dtype:
+            raise ValueError(f"input '{self.name}': dtype {array.dtype} but {self.dtype} expected")
+        dims = array.shape[1:] if batched else array.shape
+        if batched and array.ndim < 1:
+            raise ValueError(f"input '{self.name}': missing batch axis")
+        if len(dims) != len(self.dims) or any(
+            isinstance(want, int) and want != got for want, got in zip(self.dims, dims, strict=False)
+        ):
+            want_s = ", ".join(str(d) for d in self.dims)
+            raise ValueError(f"input '{self.name}': shape {tuple(array.shape)} does not match [batch, {want_s}]")
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Dynamic batching of one composing model. The numbers and why they were chosen live here only."""
+
+    max_batch_size: int
+    preferred_batch_sizes: tuple[int, ...]
+    max_queue_delay_us: int
+    instances: int = 1
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    batching: Batching | None  # None for ensembles (they batch nothing themselves)
+    doc: str = ""
+    max_batch_size: int = 0  # ensembles only; composing models take it from batching
+    steps: tuple[EnsembleStep, ...] = field(default=())
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.steps)
+
+    @property
+    def batch_limit(self) -> int:
+        return self.batching.max_batch_size if self.batching else self.max_batch_size
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name} has no input '{name}'")
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+@dataclass(frozen=True)
+class EnsembleStep:
+    model: str
+    input_map: tuple[tuple[str, str], ...]  # (model input, ensemble tensor)
+    output_map: tuple[tuple[str, str], ...]  # (model output, ensemble tensor)
+
+
+# --- item tensors (shared by image_encoder, rank and the client) -------------------------------------------------
+ITEM_ID = TensorSpec("item_id", "int64", ("N",), "catalog index per candidate; 0 pad, 1 unknown/cold item")
+POSTER = TensorSpec(
+    "poster", "uint8", ("N", IMAGE_CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH), "RGB pixels, CHW; normalised in-graph"
+)
+META = TensorSpec("meta", "float32", ("N", META_WIDTH), "genre multi-hot, year z-score, presence flags")
+PEOPLE = TensorSpec("people", "int64", ("N", PEOPLE_SLOTS), "cast and director ids, 0-padded")
+OVERVIEW = TensorSpec("overview", "int64", ("N", OVERVIEW_TOKENS), "overview word ids, 0-padded")
+ITEM_INPUTS = (ITEM_ID, POSTER, META, PEOPLE, OVERVIEW)
+
+HISTORY = TensorSpec("history", "int64", ("L",), "chronological item indices, oldest first, 0-padded at the end")
+USER_EMBEDDING = TensorSpec("user_embedding", "float32", ("D",))
+ITEM_EMBEDDING = TensorSpec("item_embedding", "float32", ("N", "D"))
+SCORES = TensorSpec("scores", "float32", ("N",), "sigmoid relevance per candidate")
+
+IMAGE_ENCODER = ModelSpec(
+    name="image_encoder",
+    inputs=ITEM_INPUTS,
+    outputs=(ITEM_EMBEDDING,),
+    batching=Batching(
+        max_batch_size=8,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=2000,
+        why="one batch element already holds N posters (about 200 in `rank`), so a few requests saturate 2 CPU cores; "
+        "waiting 2 ms costs little next to the ~100 ms CNN pass and lets concurrent ranks share one session.run",
+    ),
+    doc="CNN over posters with spatial attention, fused with embedded metadata by attention",
+)
+SEQUENCE_ENCODER = ModelSpec(
+    name="sequence_encoder",
+    inputs=(HISTORY,),
+    outputs=(USER_EMBEDDING,),
+    batching=Batching(
+        max_batch_size=64,
+        preferred_batch_sizes=(16, 32, 64),
+        max_queue_delay_us=1000,
+        why="a user is one short GRU pass, so batching many users amortises the per-call overhead; 1 ms is below "
+        "the noise of a request",
+    ),
+    doc="bidirectional GRU over the user's history, padding-invariant",
+)
+FUSION_HEAD = ModelSpec(
+    name="fusion_head",
+    inputs=(USER_EMBEDDING, ITEM_EMBEDDING),
+    outputs=(SCORES,),
+    batching=Batching(
+        max_batch_size=64,
+        preferred_batch_sizes=(16, 32, 64),
+        max_queue_delay_us=1000,
+        why="a few small matrix products per candidate: cheap, so merge as many users as arrive within 1 ms",
+    ),
+    doc="autoencoder bottleneck + sigmoid fusion layer scoring each candidate for its user",
+)
+COMPOSING = (IMAGE_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
+
+RANK = ModelSpec(
+    name="rank",
+    inputs=(HISTORY, *ITEM_INPUTS),
+    outputs=(SCORES,),
+    batching=None,
+    # Bounded by the smallest composing model's max_batch_size (Triton refuses to start otherwise).
+    max_batch_size=min(m.batching.max_batch_size for m in COMPOSING if m.batching),
+    steps=(
+        EnsembleStep("sequence_encoder", (("history", "history"),), (("user_embedding", "user_embedding"),)),
+        EnsembleStep(
+            "image_encoder", tuple((t.name, t.name) for t in ITEM_INPUTS), (("item_embedding", "item_embedding"),)
+        ),
+        EnsembleStep(
+            "fusion_head",
+            (("user_embedding", "user_embedding"), ("item_embedding", "item_embedding")),
+            (("scores", "scores"),),
+        ),
+    ),
+    doc="score N candidate movies for one user: sequence encoder + image encoder -> fusion head",
+)
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, RANK)}
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model '{name}'; known: {sorted(MODELS)}") from None
+
+
+def example_batch(
+    model: ModelSpec, batch: int = 2, sizes: dict[str, int] | None = None, *, id_high: int = 64, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random, valid inputs for ``model`` (used for tracing, parity checks and tests). ``sizes`` fixes dynamic axes."""
+    sizes = {"N": 3, "L": 7, "D": 64, **(sizes or {})}
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for t in model.inputs:
+        shape = (batch, *(d if isinstance(d, int) else sizes[d] for d in t.dims))
+        if t.dtype == "uint8":
+            out[t.name] = rng.integers(0, 256, shape, dtype=np.uint8)
+        elif t.dtype == "int64":
+            ids = rng.integers(FIRST_ID, id_high, shape, dtype=np.int64)
+            if t.name == "history":  # realistic: right-padded histories of various lengths
+                for row, n in zip(ids, rng.integers(0, shape[-1] + 1, batch), strict=True):
+                    row[n:] = PAD_ID
+            out[t.name] = ids
+        elif t.name == "meta":
+            meta = (rng.random(shape) < 0.15).astype(np.float32)
+            meta[..., GENRE_SLOTS] = rng.normal(size=shape[:-1])
+            meta[..., GENRE_SLOTS + 1 :] = 1.0
+            out[t.name] = meta
+        else:
+            out[t.name] = rng.normal(size=shape).astype(t.np_dtype)
+    return out

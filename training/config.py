@@ -1,0 +1,73 @@
+"""Small frozen configs, one per component, composed into a run config that is saved with every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    channels: tuple[int, ...] = (16, 32, 64)  # one conv + ReLU + max-pool block per entry
+    kernel_size: int = 3
+    downsample: int = 2  # average-pool the 192x128 poster first: the CNN dominates CPU cost
+    attention_dim: int = 32  # spatial attention over poster regions
+    text_dim: int = 32
+    people_dim: int = 32
+    id_dim: int = 32
+    id_dropout: float = 0.2  # mask the id token of this share of training items so content alone learns to score
+    use_image: bool = True
+    use_metadata: bool = True
+
+
+@dataclass(frozen=True)
+class SequenceEncoderConfig:
+    embedding_dim: int = 64
+    hidden_dim: int = 64
+    cell: str = "gru"  # "gru" | "lstm"
+    unk_dropout: float = 0.05  # replace history items with UNK so unseen items at serving time are not noise
+
+
+@dataclass(frozen=True)
+class FusionHeadConfig:
+    hidden_dim: int = 128
+    bottleneck_dim: int = 32
+    residual_blocks: int = 1
+    dropout: float = 0.5
+    reconstruction_weight: float = 0.1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 64  # F_cnn and F_rnn width (D)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    sequence: SequenceEncoderConfig = field(default_factory=SequenceEncoderConfig)
+    fusion: FusionHeadConfig = field(default_factory=FusionHeadConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str | None = None  # None: --data flag, HYBRIDREC_DATA, then ../shared/data/movielens-small
+    max_users: int | None = None  # train on the first N users (CI and smoke runs)
+    history_length: int = 50
+    targets_per_user: int = 16  # prefixes sampled per user and epoch: bounds the epoch on 2 CPU cores
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-6  # L2
+    batch_size: int = 128
+    random_negatives: int = 64  # uniform catalog negatives added to the in-batch ones
+    epochs: int = 6
+    patience: int = 2  # early stopping on validation NDCG@10
+    max_minutes: float | None = None  # wall-time budget: stop after the epoch that crosses it
+    val_negatives: int = 100
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)

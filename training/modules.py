@@ -1,0 +1,314 @@
+"""The three exported models. Each forward() takes exactly the tensors of its entry in hybridrec.spec.
+
+Losses, samplers and other training wrappers live in training/train.py, never here, so what is exported to ONNX is
+what serves. Shapes follow the spec's batch convention: axis 0 is the request (user), axis 1 the candidate items.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hybridrec import spec
+from hybridrec.preprocessing import Artifacts
+from hybridrec.training.config import FusionHeadConfig, ImageEncoderConfig, ModelConfig, SequenceEncoderConfig
+
+NEG = -1.0e4  # masked attention logit; finite so ONNX/TensorRT never see inf - inf
+
+
+def sanitize_ids(ids: Tensor, vocab_size: int) -> Tensor:
+    """Negative or out-of-vocabulary ids become UNK; PAD stays PAD. Serving never indexes out of range."""
+    bad = (ids < 0) | (ids >= vocab_size)
+    return torch.where(bad, torch.full_like(ids, spec.UNK_ID), ids)
+
+
+def xavier_init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.05)
+            with torch.no_grad():
+                m.weight[spec.PAD_ID].zero_()
+        elif isinstance(m, nn.GRU | nn.LSTM):
+            for name, p in m.named_parameters():
+                if "weight" in name:
+                    nn.init.xavier_uniform_(p)
+                else:
+                    nn.init.zeros_(p)
+
+
+class SpatialAttention(nn.Module):
+    """Weights the CNN's poster regions and pools them: a = softmax(v^T tanh(W r_i))."""
+
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(channels, dim)
+        self.score = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, feat: Tensor) -> tuple[Tensor, Tensor]:
+        regions = feat.flatten(2).transpose(1, 2)  # [M, R, C]
+        weights = torch.softmax(self.score(torch.tanh(self.proj(regions))).squeeze(-1), dim=-1)  # [M, R]
+        return (weights.unsqueeze(-1) * regions).sum(1), weights
+
+
+class ImageEncoder(nn.Module):
+    """Stacked conv/ReLU/max-pool over the poster, spatial attention over its regions, then attention-based fusion
+    of the image with embedded metadata (genres, year, cast/director, TF-IDF-weighted overview words, item id).
+
+    Every source is one token; a missing source (no poster, no overview, cold item ...) is masked out of the fusion
+    attention rather than faked. A learned bias token is always present so an item with nothing known still has a
+    well-defined embedding."""
+
+    TOKENS = ("bias", "image", "genres", "year", "people", "overview", "item_id")
+
+    def __init__(self, cfg: ImageEncoderConfig, dim: int, artifacts: Artifacts) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.dim = dim
+        self.num_items, self.num_people, self.num_words = artifacts.num_items, artifacts.num_people, artifacts.num_words
+        img = artifacts.image
+        self.register_buffer("mean", torch.tensor(img.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(img.std).view(1, 3, 1, 1) * 255.0), persistent=False)
+        blocks: list[nn.Module] = []
+        c_in = spec.IMAGE_CHANNELS
+        for c_out in cfg.channels:
+            blocks += [nn.Conv2d(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2), nn.ReLU(), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.cnn = nn.Sequential(*blocks)
+        self.spatial = SpatialAttention(c_in, cfg.attention_dim)
+        self.image_proj = nn.Linear(c_in, dim)
+        self.genre_proj = nn.Linear(spec.GENRE_SLOTS, dim)
+        self.year_proj = nn.Linear(2, dim)
+        self.people_emb = nn.Embedding(self.num_people, cfg.people_dim)
+        self.people_proj = nn.Linear(cfg.people_dim, dim)
+        self.word_emb = nn.Embedding(self.num_words, cfg.text_dim)
+        idf = torch.zeros(self.num_words)
+        idf[spec.FIRST_ID :] = torch.tensor(artifacts.word_idf, dtype=torch.float32)
+        self.register_buffer("word_idf", idf)
+        self.text_proj = nn.Linear(cfg.text_dim, dim)
+        self.id_emb = nn.Embedding(self.num_items, cfg.id_dim)
+        self.id_proj = nn.Linear(cfg.id_dim, dim)
+        self.bias_token = nn.Parameter(torch.zeros(dim))
+        self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        xavier_init(self)
+
+    def forward(self, item_id: Tensor, poster: Tensor, meta: Tensor, people: Tensor, overview: Tensor) -> Tensor:
+        """[B, N, ...] item tensors -> item_embedding [B, N, D]."""
+        b, n = item_id.shape[0], item_id.shape[1]
+        out = self.encode(
+            item_id.reshape(-1),
+            poster.reshape(-1, spec.IMAGE_CHANNELS, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH),
+            meta.reshape(-1, spec.META_WIDTH),
+            people.reshape(-1, spec.PEOPLE_SLOTS),
+            overview.reshape(-1, spec.OVERVIEW_TOKENS),
+        )
+        return out.reshape(b, n, self.dim)
+
+    def image_features(self, poster: Tensor) -> Tensor:
+        x = (poster.float() - self.mean) * self.inv_std
+        if self.cfg.downsample > 1:
+            x = F.avg_pool2d(x, self.cfg.downsample)
+        pooled, _ = self.spatial(self.cnn(x))
+        return self.image_proj(pooled)
+
+    def encode(self, item_id: Tensor, poster: Tensor, meta: Tensor, people: Tensor, overview: Tensor) -> Tensor:
+        """Flat items [M, ...] -> [M, D]."""
+        meta = torch.where(torch.isnan(meta) | torch.isinf(meta), torch.zeros_like(meta), meta)
+        genres = meta[:, : spec.GENRE_SLOTS]
+        year = meta[:, spec.GENRE_SLOTS : spec.GENRE_SLOTS + 2]
+        has_year = meta[:, spec.GENRE_SLOTS + 1] > 0.5
+        has_poster = meta[:, spec.GENRE_SLOTS + 2] > 0.5
+        has_genres = genres.abs().sum(-1) > 0
+
+        people = sanitize_ids(people, self.num_people)
+        p_mask = (people >= spec.FIRST_ID).float()
+        p_sum = (self.people_emb(people) * p_mask.unsqueeze(-1)).sum(1)
+        p_cnt = p_mask.sum(1, keepdim=True)
+        people_tok = self.people_proj(p_sum / p_cnt.clamp(min=1.0))
+
+        words = sanitize_ids(overview, self.num_words)
+        w = self.word_idf[words] * (words >= spec.FIRST_ID).float()  # TF-IDF weights (repeats add up: TF)
+        w_sum = w.sum(1, keepdim=True)
+        text_tok = self.text_proj((self.word_emb(words) * w.unsqueeze(-1)).sum(1) / w_sum.clamp(min=1e-6))
+
+        ids = sanitize_ids(item_id, self.num_items)
+        has_id = ids >= spec.FIRST_ID
+        if self.training and self.cfg.id_dropout > 0:
+            has_id = has_id & (torch.rand(ids.shape, device=ids.device) >= self.cfg.id_dropout)
+        id_tok = self.id_proj(self.id_emb(ids))
+
+        if self.cfg.use_image:
+            image_tok = self.image_features(poster)
+        else:
+            image_tok = torch.zeros_like(id_tok)
+            has_poster = torch.zeros_like(has_poster)
+        has_people, has_text = p_cnt.squeeze(1) > 0, w_sum.squeeze(1) > 0
+        if not self.cfg.use_metadata:  # ablation: the metadata tokens never take part
+            has_genres, has_year, has_people, has_text = (torch.zeros_like(has_id),) * 4
+        tokens = torch.stack(
+            [
+                self.bias_token.expand_as(id_tok),
+                image_tok,
+                self.genre_proj(genres),
+                self.year_proj(year),
+                people_tok,
+                text_tok,
+                id_tok,
+            ],
+            dim=1,
+        )  # [M, T, D]
+        present = torch.stack(
+            [
+                torch.ones_like(has_id),
+                has_poster,
+                has_genres,
+                has_year,
+                has_people,
+                has_text,
+                has_id,
+            ],
+            dim=1,
+        )
+        logits = (self.key(tokens) @ self.query) / math.sqrt(self.dim)
+        weights = torch.softmax(torch.where(present, logits, torch.full_like(logits, NEG)), dim=-1)
+        fused = (weights.unsqueeze(-1) * self.value(tokens)).sum(1)
+        return self.norm(fused)
+
+
+class SequenceEncoder(nn.Module):
+    """Bidirectional GRU/LSTM over the chronological history; forward and backward outputs are concatenated per step,
+    pooled over the valid steps and passed through a dense layer.
+
+    The backward direction runs a forward RNN over each history reversed *within its own length*, so padding appended
+    after the last item never reaches either direction: the output is exactly invariant to padding."""
+
+    def __init__(self, cfg: SequenceEncoderConfig, dim: int, artifacts: Artifacts) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_items = artifacts.num_items
+        self.item_emb = nn.Embedding(self.num_items, cfg.embedding_dim)
+        rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(cfg.cell)
+        if rnn is None:
+            raise ValueError(f"sequence.cell must be 'gru' or 'lstm', got {cfg.cell!r}")
+        self.forward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True)
+        self.backward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True)
+        self.dense = nn.Linear(4 * cfg.hidden_dim, dim)
+        xavier_init(self)
+
+    def forward(self, history: Tensor) -> Tensor:
+        """history [B, L] item indices (0 = padding) -> user_embedding [B, D]."""
+        ids = sanitize_ids(history, self.num_items)
+        if self.training and self.cfg.unk_dropout > 0:
+            drop = (torch.rand(ids.shape, device=ids.device) < self.cfg.unk_dropout) & (ids != spec.PAD_ID)
+            ids = torch.where(drop, torch.full_like(ids, spec.UNK_ID), ids)
+        valid = ids != spec.PAD_ID  # [B, L]
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, L]
+        length = (valid.long() * (pos + 1)).max(dim=1, keepdim=True).values  # last valid position + 1, [B, 1]
+        rev = torch.where(pos < length, length - 1 - pos, pos.expand_as(ids))  # reverse inside the prefix
+        emb = self.item_emb(ids) * valid.unsqueeze(-1).float()
+        fwd, _ = self.forward_rnn(emb)
+        rev_idx = rev.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
+        bwd_rev, _ = self.backward_rnn(torch.gather(emb, 1, rev_idx))
+        bwd = torch.gather(bwd_rev, 1, rev.unsqueeze(-1).expand(-1, -1, bwd_rev.shape[-1]))
+        out = torch.cat([fwd, bwd], dim=-1)  # [B, L, 2H]
+        mask = valid.unsqueeze(-1).float()
+        mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        last_idx = (length - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])
+        last = torch.gather(out, 1, last_idx).squeeze(1) * (length > 0).float()  # empty history -> zeros
+        return self.dense(torch.cat([mean, last], dim=-1))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim)
+        self.fc2 = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.drop(self.fc2(F.relu(self.fc1(self.norm(x)))))
+
+
+class FeatureAttention(nn.Module):
+    """Attention over feature dimensions: a sigmoid gate computed from the features themselves."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.gate(x))
+
+
+def _coder(d_in: int, hidden: int, d_out: int, cfg: FusionHeadConfig) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(d_in, hidden),
+        nn.ReLU(),
+        nn.Dropout(cfg.dropout),
+        *[ResidualBlock(hidden, cfg.dropout) for _ in range(cfg.residual_blocks)],
+        FeatureAttention(hidden),
+        nn.Linear(hidden, d_out),
+    )
+
+
+class FusionHead(nn.Module):
+    """Enhanced autoencoder over the (item, user) pair plus the fusion layer sigma(W [F_cnn; F_rnn; F_ae] + b).
+
+    The autoencoder's input is [item; user; item * user], so its bottleneck F_ae carries the user-item interaction
+    that a linear fusion layer alone cannot express. The decoder is used only by the training loss (reconstruction
+    MSE); serving runs encoder + fusion."""
+
+    def __init__(self, cfg: FusionHeadConfig, dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = _coder(3 * dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg)
+        self.decoder = _coder(cfg.bottleneck_dim, cfg.hidden_dim, 3 * dim, cfg)
+        self.fusion = nn.Linear(2 * dim + cfg.bottleneck_dim, 1)
+        xavier_init(self)
+
+    @staticmethod
+    def pair_features(user: Tensor, items: Tensor) -> Tensor:
+        u = user.unsqueeze(1).expand_as(items)
+        return torch.cat([items, u, items * u], dim=-1)
+
+    def logits(self, user_embedding: Tensor, item_embedding: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """user [B, D], items [B, N, D] -> (logits [B, N], autoencoder input [B, N, 3D], bottleneck [B, N, Z])."""
+        x = self.pair_features(user_embedding, item_embedding)
+        z = self.encoder(x)
+        u = user_embedding.unsqueeze(1).expand_as(item_embedding)
+        return self.fusion(torch.cat([item_embedding, u, z], dim=-1)).squeeze(-1), x, z
+
+    def forward(self, user_embedding: Tensor, item_embedding: Tensor) -> Tensor:
+        return torch.sigmoid(self.logits(user_embedding, item_embedding)[0])
+
+
+class HybridModel(nn.Module):
+    """The three exported models side by side; a container for joint training and checkpoints, never exported."""
+
+    def __init__(self, cfg: ModelConfig, artifacts: Artifacts) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = ImageEncoder(cfg.image, cfg.embedding_dim, artifacts)
+        self.sequence_encoder = SequenceEncoder(cfg.sequence, cfg.embedding_dim, artifacts)
+        self.fusion_head = FusionHead(cfg.fusion, cfg.embedding_dim)
+
+    def exported(self) -> dict[str, nn.Module]:
+        """spec model name -> module, in the spec's order."""
+        return {"image_encoder": self.image_encoder, "sequence_encoder": self.sequence_encoder,
+                "fusion_head": self.fusion_head}
+
+    def score(self, history: Tensor, items: dict[str, Tensor]) -> Tensor:
+        """Eager reference of the `rank` ensemble: [B, L] + [B, N, ...] item tensors -> scores [B, N]."""
+        user = self.sequence_encoder(history)
+        item = self.image_encoder(*(items[t.name] for t in spec.ITEM_INPUTS))
+        return self.fusion_head(user, item)
