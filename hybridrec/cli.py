@@ -1,0 +1,281 @@
+"""The `hybridrec` command: data, train, export, configs, serve, query, loadtest and the end-to-end demo.
+
+Heavy imports (torch, onnx) happen inside the subcommands that need them, so `hybridrec query` and
+`hybridrec loadtest` work from a client-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger("hybridrec")
+
+PRESETS = Path(__file__).resolve().parent / "training" / "configs"
+DEFAULT_RUN = "runs/demo"
+DEFAULT_REPO = "model_repository"
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value (e.g. optim.epochs=3), got {p!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _run_config(args: argparse.Namespace) -> Any:
+    from hybridrec.configs import load_yaml
+    from hybridrec.training.config import RunConfig
+
+    path = args.config or (PRESETS / f"{args.preset}.yaml" if args.preset else None)
+    overrides = _overrides(args.set or [])
+    if args.data:
+        overrides["data.path"] = str(args.data)
+    return load_yaml(RunConfig, path, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hybridrec.training.train import train
+
+    cfg = _run_config(args)
+    result = train(cfg, args.run, resume=args.resume, progress=not args.quiet)
+    print(f"trained {result.epochs} epochs (best {result.best_epoch}) in {result.wall_s:.0f}s, "
+          f"peak RSS {result.peak_rss_mb:.0f} MB -> {result.run_dir}")
+    print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hybridrec.export.onnx_export import export_run
+
+    reports = export_run(args.run, args.repo, check=not args.no_check)
+    for name, r in reports.items():
+        print(f"{name}: {Path(args.repo) / name / '1' / 'model.onnx'}"
+              + (f"  parity max |eager - onnxruntime| = {r.max_abs_diff:.2e}" if r else ""))
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    from hybridrec.export.triton_config import drift, write_configs
+
+    if args.check:
+        stale = drift(args.repo)
+        if stale:
+            print("generated files differ from hybridrec/spec.py (run `hybridrec configs`):\n  " + "\n  ".join(stale))
+            return 1
+        print("model repository configs are up to date")
+        return 0
+    for p in write_configs(args.repo):
+        print(p)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hybridrec.serving import TritonServer, find_tritonserver
+
+    binary = find_tritonserver(prefer_bundled=args.bundled)
+    server = TritonServer(Path(args.repo), binary=binary, http_port=args.http_port, grpc_port=args.grpc_port,
+                          metrics_port=args.metrics_port)
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    with server:
+        print(f"tritonserver ready ({'bundled, python backend' if binary.bundled else binary.executable}): "
+              f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
+        while not stop["now"] and server.alive:
+            time.sleep(0.5)
+    print("tritonserver stopped")
+    return 0
+
+
+def _catalog(repo: str, data: str | None) -> Any:
+    from hybridrec.data import load_movielens, resolve_data_dir
+    from hybridrec.preprocessing import Artifacts, ItemCatalog
+
+    return ItemCatalog(load_movielens(resolve_data_dir(data)), Artifacts.load(Path(repo)))
+
+
+def candidates_for(catalog: Any, history: list[int], count: int) -> list[int]:
+    """The `count` most-rated catalog movies the user has not seen: a simple, realistic candidate set."""
+    import numpy as np
+
+    ids, counts = np.unique(catalog.data.ratings.movie_ids, return_counts=True)
+    seen = set(history)
+    ordered = ids[np.argsort(-counts, kind="stable")]
+    return [int(m) for m in ordered if int(m) not in seen][:count]
+
+
+def query(url: str, protocol: str, catalog: Any, user: int | None, history: list[int] | None,
+          candidates: int, top: int) -> Any:
+    from hybridrec.client import RecommenderClient
+
+    if history is None:
+        hist = catalog.data.histories().get(user)
+        if hist is None:
+            raise SystemExit(f"user {user} is not in the dataset")
+        history = hist.tolist()
+    cands = candidates_for(catalog, history, candidates)
+    with RecommenderClient(url, protocol, catalog=catalog) as client:
+        result = client.rank(history, cands)
+    who = f"user {user}" if user is not None else "the given history"
+    print(f"Top {top} of {len(cands)} unseen candidates for {who} ({len(history)} rated movies; "
+          f"rank ensemble over {protocol}, {result.latency_ms:.0f} ms):")
+    for i, item in enumerate(result.top(top), 1):
+        print(f"{i:3d}. {item.score:.4f}  {item.title}")
+    return result
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    catalog = _catalog(args.repo, args.data)
+    history = [int(x) for x in args.history.split(",")] if args.history else None
+    query(args.url, args.protocol, catalog, args.user, history, args.candidates, args.top)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """train on the real data -> export -> serve -> query -> stop, with embedded defaults."""
+    from hybridrec.data import resolve_data_dir
+
+    t0 = time.time()
+    data_dir = resolve_data_dir(args.data)  # fails early, with how to get the data
+    print(f"[1/4] training on {data_dir} (preset {args.preset}) -> {args.run}", flush=True)
+    args.data = str(data_dir)
+    cmd_train(args)
+    t1 = time.time()
+    print(f"[2/4] exporting three ONNX models into {args.repo}", flush=True)
+    cmd_export(args)
+    t2 = time.time()
+    from hybridrec.serving import TritonServer
+
+    print("[3/4] starting tritonserver", flush=True)
+    with TritonServer(Path(args.repo)) as server:
+        t3 = time.time()
+        print(f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url} (bundled={server.binary.bundled})")
+        print(f"[4/4] ranking for user {args.user} through the `rank` ensemble", flush=True)
+        query(server.grpc_url, "grpc", _catalog(args.repo, str(data_dir)), args.user, None, args.candidates, args.top)
+    t4 = time.time()
+    print(f"done in {t4 - t0:.0f}s (train {t1 - t0:.0f}s, export {t2 - t1:.0f}s, server start {t3 - t2:.0f}s, "
+          f"query+stop {t4 - t3:.0f}s)")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from hybridrec.data import fetch_movielens, load_movielens, resolve_data_dir, summarize
+
+    if args.data_cmd == "fetch":
+        path = fetch_movielens(args.dest, url=args.url, force=args.force)
+        print(f"dataset ready at {path} (posters are optional: put them in {path}/posters/<movieId>.jpg)")
+        print(f"use it with --data {path} or HYBRIDREC_DATA={path}")
+        return 0
+    print(yaml.safe_dump(summarize(load_movielens(resolve_data_dir(args.data))), sort_keys=False))
+    return 0
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from hybridrec.loadtests.runner import main as loadtest_main
+
+    return loadtest_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hybridrec", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def train_args(sp: argparse.ArgumentParser, preset: str | None) -> None:
+        sp.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
+        sp.add_argument("--run", default=DEFAULT_RUN, help="run folder for checkpoint + artifacts")
+        sp.add_argument("--config", help="YAML run config")
+        sp.add_argument("--preset", default=preset, choices=["demo", "ci", "full"], help="embedded YAML config")
+        sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. optim.epochs=2")
+        sp.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sp = sub.add_parser("train", help="train the hybrid model")
+    train_args(sp, None)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("export", help="export the three models to ONNX into a Triton model repository")
+    sp.add_argument("--run", default=DEFAULT_RUN)
+    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--no-check", action="store_true", help="skip the eager-vs-onnxruntime parity check")
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("configs", help="regenerate (or --check) the config.pbtxt files from hybridrec/spec.py")
+    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--check", action="store_true")
+    sp.set_defaults(func=cmd_configs)
+
+    sp = sub.add_parser("serve", help="start tritonserver on the model repository (Ctrl-C stops it)")
+    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--bundled", action="store_true", help="use the pip-bundled server even if one is on PATH")
+    sp.add_argument("--http-port", type=int)
+    sp.add_argument("--grpc-port", type=int)
+    sp.add_argument("--metrics-port", type=int)
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("query", help="rank unseen movies for a user through the `rank` ensemble")
+    sp.add_argument("--url", default="127.0.0.1:8001")
+    sp.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="model repository holding artifacts.json")
+    sp.add_argument("--data")
+    sp.add_argument("--user", type=int, default=1)
+    sp.add_argument("--history", help="comma-separated movieIds, oldest first (instead of --user)")
+    sp.add_argument("--candidates", type=int, default=200)
+    sp.add_argument("--top", type=int, default=10)
+    sp.set_defaults(func=cmd_query)
+
+    sp = sub.add_parser("demo", help="main job: train -> export -> serve -> query -> stop")
+    train_args(sp, "demo")
+    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--user", type=int, default=1)
+    sp.add_argument("--candidates", type=int, default=200)
+    sp.add_argument("--top", type=int, default=10)
+    sp.add_argument("--no-check", action="store_true")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("data", help="dataset helpers")
+    dsub = sp.add_subparsers(dest="data_cmd", required=True)
+    f = dsub.add_parser("fetch", help="download MovieLens ml-latest-small from GroupLens")
+    from hybridrec.data import DEFAULT_URL
+
+    f.add_argument("--dest", default="data")
+    f.add_argument("--url", default=DEFAULT_URL)
+    f.add_argument("--force", action="store_true")
+    i = dsub.add_parser("info", help="summarise a dataset folder")
+    i.add_argument("--data")
+    sp.set_defaults(func=cmd_data)
+
+    sp = sub.add_parser("loadtest", help="bounded headless Locust run (arguments after -- go to the runner)",
+                        add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_loadtest)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
+    try:
+        return int(args.func(args))
+    except FileNotFoundError as e:  # missing data, run or model files: say what to do, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+

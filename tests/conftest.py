@@ -1,0 +1,78 @@
+"""Shared fixtures: a tiny model trained on the real data pack, exported into a model repository, served live.
+
+Everything heavy is session-scoped, so the whole suite trains once, exports once and starts one server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+_FOLDER_MARKS = {"unit": "unit", "export": "export", "integration": "integration"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The folder a test lives in is its kind: `pytest -m unit` etc.
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _FOLDER_MARKS:
+            item.add_marker(getattr(pytest.mark, _FOLDER_MARKS[folder]))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from hybridrec.data import DataNotFoundError, resolve_data_dir
+
+    try:
+        return resolve_data_dir()
+    except DataNotFoundError as e:
+        pytest.skip(f"real data pack not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def dataset(data_dir: Path):  # type: ignore[no-untyped-def]
+    from hybridrec.data import load_movielens
+
+    return load_movielens(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:  # type: ignore[no-untyped-def]
+    """The `ci` preset: 24 users, one epoch, on the real data (posters, metadata and all)."""
+    from hybridrec.cli import PRESETS
+    from hybridrec.configs import load_yaml
+    from hybridrec.training.config import RunConfig
+    from hybridrec.training.train import train
+
+    run = tmp_path_factory.mktemp("run")
+    train(load_yaml(RunConfig, PRESETS / "ci.yaml"), run, data=dataset, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def exported_repo(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> Path:
+    from hybridrec.export.onnx_export import export_run
+
+    repo = tmp_path_factory.mktemp("model_repository")
+    export_run(tiny_run, repo)
+    return repo
+
+
+@pytest.fixture(scope="session")
+def live_server(exported_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
+    from hybridrec.serving import TritonServer
+
+    log = tmp_path_factory.mktemp("server") / "tritonserver.log"
+    with TritonServer(exported_repo, log_file=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def catalog(dataset, exported_repo: Path):  # type: ignore[no-untyped-def]
+    from hybridrec.preprocessing import Artifacts, ItemCatalog
+
+    return ItemCatalog(dataset, Artifacts.load(exported_repo))
