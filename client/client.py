@@ -116,6 +116,13 @@ class RecommenderClient:
             raise _error(e, "server") from e
         return {"live": live, "ready": ready, "models": models}
 
+    def model_metadata(self, model_name: str) -> Any:
+        """The server's metadata of one model (raises ModelNotFoundError for a model it does not serve)."""
+        try:
+            return self._client.get_model_metadata(model_name)
+        except Exception as e:
+            raise _error(e, model_name) from e
+
     # --- tensor level ---
     def build_inputs(self, model: spec.ModelSpec, arrays: dict[str, np.ndarray]) -> list[Any]:
         """InferInputs for ``model`` from numpy arrays (with batch axis), checked against the spec first."""

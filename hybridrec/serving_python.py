@@ -129,8 +129,8 @@ class OnnxModel:
                     tensor = pb.get_input_tensor_by_name(req, t.name)
                     raw[t.name] = None if tensor is None else tensor.as_numpy()
                 good.append((i, validate(self.model, raw)))
-            except RequestError as e:
-                responses[i] = pb.InferenceResponse(error=pb.TritonError(str(e)))
+            except RequestError as e:  # the client's fault: INVALID_ARGUMENT / HTTP 400, like Triton's own checks
+                responses[i] = pb.InferenceResponse(error=self._error(str(e), invalid=True))
         if good:
             try:
                 results = self._run([a for _, a in good])
@@ -144,11 +144,15 @@ class OnnxModel:
                         results.append({"__error__": str(e)})  # type: ignore[dict-item]
             for (i, _), res in zip(good, results, strict=True):
                 if "__error__" in res:
-                    responses[i] = pb.InferenceResponse(error=pb.TritonError(f"{self.model.name}: {res['__error__']}"))
+                    responses[i] = pb.InferenceResponse(error=self._error(f"{self.model.name}: {res['__error__']}"))
                 else:
                     tensors = [pb.Tensor(name, np.ascontiguousarray(arr)) for name, arr in res.items()]
                     responses[i] = pb.InferenceResponse(output_tensors=tensors)
         return responses
+
+    def _error(self, message: str, invalid: bool = False) -> Any:
+        code = getattr(self.pb.TritonError, "INVALID_ARG" if invalid else "INTERNAL", None)
+        return self.pb.TritonError(message) if code is None else self.pb.TritonError(message, code)
 
     def finalize(self) -> None:
         self.session = None

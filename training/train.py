@@ -249,7 +249,7 @@ def train(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         item_emb = _encode_all(model, table)

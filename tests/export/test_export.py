@@ -1,0 +1,75 @@
+"""ONNX export (three separate files), eager-vs-onnxruntime parity at untraced shapes, generated configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from hybridrec import spec
+from hybridrec.export.onnx_export import ParityError, check_onnx_parity, export_model
+from hybridrec.export.triton_config import drift, expected_files, model_config, parse
+from hybridrec.preprocessing import Artifacts
+from hybridrec.training.config import ModelConfig
+from hybridrec.training.modules import HybridModel
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+ART = Artifacts(item_ids=tuple(range(100, 160)), genres=("A", "B"), people=("p", "q"), words=("w", "v"),
+                word_idf=(1.0, 2.0), year_mean=2000.0, year_std=10.0)
+
+
+@pytest.fixture(scope="module")
+def model() -> HybridModel:
+    torch.manual_seed(0)
+    return HybridModel(ModelConfig(), ART).eval()
+
+
+@pytest.mark.parametrize("name", [m.name for m in spec.COMPOSING])
+def test_export_matches_eager_at_untraced_shapes(model: HybridModel, name: str, tmp_path: Path) -> None:
+    m = spec.model_spec(name)
+    path = export_model(model.exported()[name], m, tmp_path / "model.onnx", 64, ART.num_items)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == m.input_names
+    assert [o.name for o in graph.output] == m.output_names
+    report = check_onnx_parity(model.exported()[name], m, path, 64, ART.num_items)
+    assert report.max_abs_diff <= 1e-4
+    assert len(report.shapes) >= 3
+
+
+def test_parity_error_is_typed(model: HybridModel, tmp_path: Path) -> None:
+    path = export_model(model.fusion_head, spec.FUSION_HEAD, tmp_path / "model.onnx", 64, ART.num_items)
+    other = HybridModel(ModelConfig(), ART).eval()  # different random weights
+    with pytest.raises(ParityError, match="fusion_head") as e:
+        check_onnx_parity(other.fusion_head, spec.FUSION_HEAD, path, 64, ART.num_items)
+    assert e.value.max_abs_diff > 1e-4
+
+
+def test_committed_configs_match_the_spec() -> None:
+    assert drift(REPO) == [], "run `hybridrec configs` and commit the result"
+
+
+def test_every_config_parses_as_triton_model_config() -> None:
+    files = sorted(REPO.rglob("*.pbtxt"))
+    assert len(files) == 7
+    for f in files:
+        cfg = parse(f.read_text())
+        assert cfg.name == f.parent.name or cfg.name == f.parent.parent.name
+
+
+def test_profiles() -> None:
+    for m in spec.COMPOSING:
+        gpu, cpu = model_config(m, "default"), model_config(m, "cpu")
+        assert gpu.platform == "onnxruntime_onnx" and cpu.backend == "python"
+        assert gpu.max_batch_size == cpu.max_batch_size == m.batch_limit
+        assert gpu.dynamic_batching.max_queue_delay_microseconds > 0
+    rank = model_config(spec.RANK)
+    assert rank.platform == "ensemble" and len(rank.ensemble_scheduling.step) == 3
+    assert "rank/1/.gitkeep" in expected_files()
+
+
+def test_exported_run_has_three_models_and_artifacts(exported_repo: Path) -> None:
+    for m in spec.COMPOSING:
+        assert (exported_repo / m.name / "1" / "model.onnx").stat().st_size > 0
+    assert Artifacts.load(exported_repo).num_items > spec.FIRST_ID

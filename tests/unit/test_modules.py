@@ -1,0 +1,48 @@
+"""Properties of the three models that serving relies on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybridrec import spec
+from hybridrec.preprocessing import Artifacts
+from hybridrec.training.config import ModelConfig, SequenceEncoderConfig
+from hybridrec.training.modules import HybridModel, SequenceEncoder
+
+ART = Artifacts(item_ids=tuple(range(100, 140)), genres=("A", "B"), people=("p",), words=("w",), word_idf=(1.0,),
+                year_mean=2000.0, year_std=10.0)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_sequence_encoder_ignores_appended_padding(cell: str) -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(cell=cell), 16, ART).eval()
+    h = torch.tensor([[5, 6, 7, 8, 0], [9, 0, 0, 0, 0], [0, 0, 0, 0, 0]])
+    longer = torch.cat([h, torch.zeros(3, 20, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(h), enc(longer), rtol=0, atol=1e-6)
+        # and the order of the history matters (the backward direction really is a reverse pass)
+        assert not torch.allclose(enc(h[:1]), enc(torch.tensor([[8, 7, 6, 5, 0]])))
+
+
+def test_unknown_and_negative_ids_map_to_unk_not_crash() -> None:
+    model = HybridModel(ModelConfig(), ART).eval()
+    batch = spec.example_batch(spec.RANK, 1, {"N": 4, "L": 6}, id_high=40)
+    batch["history"][0, :3] = [-5, 10**9, 3]
+    batch["item_id"][0, :2] = [-1, 10**9]
+    batch["meta"][0, 0, 0] = float("nan")
+    with torch.no_grad():
+        scores = model.score(torch.from_numpy(batch["history"]),
+                             {t.name: torch.from_numpy(batch[t.name]) for t in spec.ITEM_INPUTS})
+    assert scores.shape == (1, 4) and torch.isfinite(scores).all()
+
+
+def test_items_are_scored_independently_of_their_neighbours() -> None:
+    model = HybridModel(ModelConfig(), ART).eval()
+    b = spec.example_batch(spec.RANK, 1, {"N": 5, "L": 6}, id_high=40)
+    items = {t.name: torch.from_numpy(b[t.name]) for t in spec.ITEM_INPUTS}
+    with torch.no_grad():
+        full = model.score(torch.from_numpy(b["history"]), items)
+        first = model.score(torch.from_numpy(b["history"]), {k: v[:, :2] for k, v in items.items()})
+    torch.testing.assert_close(full[:, :2], first, rtol=0, atol=1e-6)
