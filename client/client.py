@@ -187,11 +187,22 @@ class RecommenderClient:
         scores = self.rank_tensors(encode_history(history, catalog.artifacts), items)
         latency = (time.perf_counter() - t0) * 1000.0
         order = np.argsort(-scores, kind="stable")
-        ranked = tuple(ScoredItem(int(candidates[i]), float(scores[i]), catalog.title(int(candidates[i]))) for i in order)
+        ranked = tuple(
+            ScoredItem(int(candidates[i]), float(scores[i]), catalog.title(int(candidates[i]))) for i in order
+        )
         return RankResult(ranked, latency)
 
 
 def _wire(dtype: np.dtype) -> str:
-    names = {"uint8": "UINT8", "int64": "INT64", "float32": "FP32", "int32": "INT32", "float64": "FP64",
-             "bool": "BOOL", "float16": "FP16", "int8": "INT8", "int16": "INT16"}
+    names = {
+        "uint8": "UINT8",
+        "int64": "INT64",
+        "float32": "FP32",
+        "int32": "INT32",
+        "float64": "FP64",
+        "bool": "BOOL",
+        "float16": "FP16",
+        "int8": "INT8",
+        "int16": "INT16",
+    }
     return names.get(np.dtype(dtype).name, "BYTES")

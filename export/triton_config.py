@@ -103,4 +103,6 @@ def write_configs(repo: str | Path) -> list[Path]:
 def drift(repo: str | Path) -> list[str]:
     """Generated files that are missing or differ under ``repo`` (empty when the repository is up to date)."""
     root = Path(repo)
-    return [rel for rel, text in expected_files().items() if not (root / rel).exists() or (root / rel).read_text() != text]
+    return [
+        rel for rel, text in expected_files().items() if not (root / rel).exists() or (root / rel).read_text() != text
+    ]

@@ -50,8 +50,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _run_config(args)
     result = train(cfg, args.run, resume=args.resume, progress=not args.quiet)
-    print(f"trained {result.epochs} epochs (best {result.best_epoch}) in {result.wall_s:.0f}s, "
-          f"peak RSS {result.peak_rss_mb:.0f} MB -> {result.run_dir}")
+    print(
+        f"trained {result.epochs} epochs (best {result.best_epoch}) in {result.wall_s:.0f}s, "
+        f"peak RSS {result.peak_rss_mb:.0f} MB -> {result.run_dir}"
+    )
     print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
     return 0
 
@@ -61,8 +63,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     reports = export_run(args.run, args.repo, check=not args.no_check)
     for name, r in reports.items():
-        print(f"{name}: {Path(args.repo) / name / '1' / 'model.onnx'}"
-              + (f"  parity max |eager - onnxruntime| = {r.max_abs_diff:.2e}" if r else ""))
+        print(
+            f"{name}: {Path(args.repo) / name / '1' / 'model.onnx'}"
+            + (f"  parity max |eager - onnxruntime| = {r.max_abs_diff:.2e}" if r else "")
+        )
     return 0
 
 
@@ -85,8 +89,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hybridrec.serving import TritonServer, find_tritonserver
 
     binary = find_tritonserver(prefer_bundled=args.bundled)
-    server = TritonServer(Path(args.repo), binary=binary, http_port=args.http_port, grpc_port=args.grpc_port,
-                          metrics_port=args.metrics_port)
+    server = TritonServer(
+        Path(args.repo),
+        binary=binary,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+    )
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -95,8 +104,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     with server:
-        print(f"tritonserver ready ({'bundled, python backend' if binary.bundled else binary.executable}): "
-              f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}", flush=True)
+        print(
+            f"tritonserver ready ({'bundled, python backend' if binary.bundled else binary.executable}): "
+            f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
+            flush=True,
+        )
         while not stop["now"] and server.alive:
             time.sleep(0.5)
     print("tritonserver stopped")
@@ -120,8 +132,9 @@ def candidates_for(catalog: Any, history: list[int], count: int) -> list[int]:
     return [int(m) for m in ordered if int(m) not in seen][:count]
 
 
-def query(url: str, protocol: str, catalog: Any, user: int | None, history: list[int] | None,
-          candidates: int, top: int) -> Any:
+def query(
+    url: str, protocol: str, catalog: Any, user: int | None, history: list[int] | None, candidates: int, top: int
+) -> Any:
     from hybridrec.client import RecommenderClient
 
     if history is None:
@@ -133,8 +146,10 @@ def query(url: str, protocol: str, catalog: Any, user: int | None, history: list
     with RecommenderClient(url, protocol, catalog=catalog) as client:
         result = client.rank(history, cands)
     who = f"user {user}" if user is not None else "the given history"
-    print(f"Top {top} of {len(cands)} unseen candidates for {who} ({len(history)} rated movies; "
-          f"rank ensemble over {protocol}, {result.latency_ms:.0f} ms):")
+    print(
+        f"Top {top} of {len(cands)} unseen candidates for {who} ({len(history)} rated movies; "
+        f"rank ensemble over {protocol}, {result.latency_ms:.0f} ms):"
+    )
     for i, item in enumerate(result.top(top), 1):
         print(f"{i:3d}. {item.score:.4f}  {item.title}")
     return result
@@ -169,8 +184,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"[4/4] ranking for user {args.user} through the `rank` ensemble", flush=True)
         query(server.grpc_url, "grpc", _catalog(args.repo, str(data_dir)), args.user, None, args.candidates, args.top)
     t4 = time.time()
-    print(f"done in {t4 - t0:.0f}s (train {t1 - t0:.0f}s, export {t2 - t1:.0f}s, server start {t3 - t2:.0f}s, "
-          f"query+stop {t4 - t3:.0f}s)")
+    print(
+        f"done in {t4 - t0:.0f}s (train {t1 - t0:.0f}s, export {t2 - t1:.0f}s, server start {t3 - t2:.0f}s, "
+        f"query+stop {t4 - t3:.0f}s)"
+    )
     return 0
 
 
@@ -261,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--data")
     sp.set_defaults(func=cmd_data)
 
-    sp = sub.add_parser("loadtest", help="bounded headless Locust run (arguments after -- go to the runner)",
-                        add_help=False)
+    sp = sub.add_parser(
+        "loadtest", help="bounded headless Locust run (arguments after -- go to the runner)", add_help=False
+    )
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=cmd_loadtest)
     return p
@@ -270,12 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     try:
         return int(args.func(args))
     except FileNotFoundError as e:  # missing data, run or model files: say what to do, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-

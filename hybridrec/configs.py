@@ -41,13 +41,22 @@ def from_dict(cls: type[T], raw: dict[str, Any] | None, where: str = "") -> T:
 
 
 def _check_scalar(kind: Any, value: Any, path: str) -> Any:
-    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else (kind,)
+    allowed = (
+        typing.get_args(kind)
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union
+        else (kind,)
+    )
     if value is None and type(None) in allowed:
         return None
     for a in allowed:
         if a is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if isinstance(a, type) and a is not type(None) and isinstance(value, a) and not (a is int and isinstance(value, bool)):
+        if (
+            isinstance(a, type)
+            and a is not type(None)
+            and isinstance(value, a)
+            and not (a is int and isinstance(value, bool))
+        ):
             return value
     if typing.get_origin(kind) is not None or kind is Any:
         return value

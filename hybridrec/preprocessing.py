@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from hybridrec import spec
 
 if TYPE_CHECKING:
-    from hybridrec.data import MovieLensData, Movie
+    from hybridrec.data import Movie, MovieLensData
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,71 @@ ARTIFACTS_VERSION = 1
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 # Small English stop list: these carry no content signal in plot summaries and would dominate a short token budget.
 STOPWORDS = frozenset(
-    "a an and are as at be by for from has have he her his in is it its of on or she that the their them they this "
-    "to was were when where which who will with while into after before than then there these those been being not "
-    "but all can one two out up so if what about over only".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "he",
+        "her",
+        "his",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "she",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "were",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+        "while",
+        "into",
+        "after",
+        "before",
+        "than",
+        "then",
+        "there",
+        "these",
+        "those",
+        "been",
+        "being",
+        "not",
+        "but",
+        "all",
+        "can",
+        "one",
+        "two",
+        "out",
+        "up",
+        "so",
+        "if",
+        "what",
+        "about",
+        "over",
+        "only",
+    ]
 )
 
 
@@ -83,24 +145,24 @@ class Artifacts:
         return spec.FIRST_ID + len(self.words)
 
     # --- lookups (cached per instance; the dataclass is frozen so they never go stale) ---
-    def _map(self, attr: str) -> dict[str, int] | dict[int, int]:
-        cache = self.__dict__.setdefault("_cache", {})
+    def _map(self, attr: str) -> dict[Any, int]:
+        cache: dict[str, dict[Any, int]] = self.__dict__.setdefault("_cache", {})
         if attr not in cache:
             cache[attr] = {v: spec.FIRST_ID + i for i, v in enumerate(getattr(self, attr))}
-        return cache[attr]  # type: ignore[no-any-return]
+        return cache[attr]
 
     def item_index(self, movie_id: int) -> int:
-        return self._map("item_ids").get(int(movie_id), spec.UNK_ID)  # type: ignore[call-overload,no-any-return]
+        return self._map("item_ids").get(int(movie_id), spec.UNK_ID)
 
     def movie_id(self, index: int) -> int | None:
         i = int(index) - spec.FIRST_ID
         return self.item_ids[i] if 0 <= i < len(self.item_ids) else None
 
     def word_index(self, word: str) -> int:
-        return self._map("words").get(word, spec.UNK_ID)  # type: ignore[call-overload,no-any-return]
+        return self._map("words").get(word, spec.UNK_ID)
 
     def person_index(self, name: str) -> int:
-        return self._map("people").get(name, spec.UNK_ID)  # type: ignore[call-overload,no-any-return]
+        return self._map("people").get(name, spec.UNK_ID)
 
     # --- persistence ---
     def to_json(self) -> dict[str, object]:

@@ -66,6 +66,9 @@ class ImageEncoder(nn.Module):
     well-defined embedding."""
 
     TOKENS = ("bias", "image", "genres", "year", "people", "overview", "item_id")
+    mean: Tensor
+    inv_std: Tensor
+    word_idf: Tensor
 
     def __init__(self, cfg: ImageEncoderConfig, dim: int, artifacts: Artifacts) -> None:
         super().__init__()
@@ -78,7 +81,11 @@ class ImageEncoder(nn.Module):
         blocks: list[nn.Module] = []
         c_in = spec.IMAGE_CHANNELS
         for c_out in cfg.channels:
-            blocks += [nn.Conv2d(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [
+                nn.Conv2d(c_in, c_out, cfg.kernel_size, padding=cfg.kernel_size // 2),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             c_in = c_out
         self.cnn = nn.Sequential(*blocks)
         self.spatial = SpatialAttention(c_in, cfg.attention_dim)
@@ -304,8 +311,11 @@ class HybridModel(nn.Module):
 
     def exported(self) -> dict[str, nn.Module]:
         """spec model name -> module, in the spec's order."""
-        return {"image_encoder": self.image_encoder, "sequence_encoder": self.sequence_encoder,
-                "fusion_head": self.fusion_head}
+        return {
+            "image_encoder": self.image_encoder,
+            "sequence_encoder": self.sequence_encoder,
+            "fusion_head": self.fusion_head,
+        }
 
     def score(self, history: Tensor, items: dict[str, Tensor]) -> Tensor:
         """Eager reference of the `rank` ensemble: [B, L] + [B, N, ...] item tensors -> scores [B, N]."""

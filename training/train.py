@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -186,7 +187,9 @@ def train(
     )
     artifacts.save(run)
     save_yaml(cfg, run / "config.yaml")
-    log.info("vocabulary: %d items, %d people, %d words", artifacts.num_items, artifacts.num_people, artifacts.num_words)
+    log.info(
+        "vocabulary: %d items, %d people, %d words", artifacts.num_items, artifacts.num_people, artifacts.num_words
+    )
     to_index = np.vectorize(artifacts.item_index, otypes=[np.int64])
     train_seq = {u: to_index(s) if len(s) else s.astype(np.int64) for u, s in train_ids.items()}
     val = {u: artifacts.item_index(m) for u, m in val_ids.items()}
@@ -211,7 +214,7 @@ def train(
         np.random.set_state(ckpt["np_rng"])
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
 
-    L = cfg.data.history_length
+    hist_len = cfg.data.history_length
     users = [u for u, s in train_seq.items() if len(s) >= 2]
     n_items = len(table)
     for epoch in range(start_epoch, o.epochs):
@@ -230,7 +233,7 @@ def train(
         bar = _progress(range(steps), progress, f"epoch {epoch + 1}/{o.epochs}")
         for step in bar:
             batch = examples[step * o.batch_size : (step + 1) * o.batch_size]
-            hist = pad_histories([train_seq[u][max(0, t - L) : t] for u, t in batch], L)
+            hist = pad_histories([train_seq[u][max(0, t - hist_len) : t] for u, t in batch], hist_len)
             targets = torch.tensor([int(train_seq[u][t]) for u, t in batch])
             negs = torch.randint(spec.FIRST_ID, n_items, (o.random_negatives,))
             cand = torch.cat([targets, negs])
@@ -253,12 +256,23 @@ def train(
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         item_emb = _encode_all(model, table)
-        metrics = sampled_ranking_metrics(model, item_emb, val_hist, val, L, o.val_negatives, o.seed)
-        row = {"epoch": float(epoch + 1), "loss": float(np.mean(losses)) if losses else 0.0,
-               "val_hr@10": metrics["hr@10"], "val_ndcg@10": metrics["ndcg@10"], "elapsed_s": time.time() - t0}
+        metrics = sampled_ranking_metrics(model, item_emb, val_hist, val, hist_len, o.val_negatives, o.seed)
+        row = {
+            "epoch": float(epoch + 1),
+            "loss": float(np.mean(losses)) if losses else 0.0,
+            "val_hr@10": metrics["hr@10"],
+            "val_ndcg@10": metrics["ndcg@10"],
+            "elapsed_s": time.time() - t0,
+        }
         history.append(row)
-        log.info("epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (%.0fs)", epoch + 1, row["loss"],
-                 row["val_hr@10"], row["val_ndcg@10"], row["elapsed_s"])
+        log.info(
+            "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (%.0fs)",
+            epoch + 1,
+            row["loss"],
+            row["val_hr@10"],
+            row["val_ndcg@10"],
+            row["elapsed_s"],
+        )
         if on_epoch:
             on_epoch(row)
         if metrics["ndcg@10"] > best:
@@ -266,9 +280,20 @@ def train(
             save_model(model, run)
         else:
             bad_epochs += 1
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": epoch, "best": best,
-                    "best_epoch": best_epoch, "bad": bad_epochs, "history": history,
-                    "torch_rng": torch.get_rng_state(), "np_rng": np.random.get_state()}, ckpt_path)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optim": opt.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad": bad_epochs,
+                "history": history,
+                "torch_rng": torch.get_rng_state(),
+                "np_rng": np.random.get_state(),
+            },
+            ckpt_path,
+        )
         if bad_epochs >= o.patience:
             log.info("early stop: no validation gain for %d epochs", bad_epochs)
             break
@@ -280,7 +305,7 @@ def train(
         save_model(model, run)
     best_model, _ = load_model(run)
     item_emb = _encode_all(best_model, table)
-    test_metrics = sampled_ranking_metrics(best_model, item_emb, test_hist, test, L, o.val_negatives, o.seed + 1)
+    test_metrics = sampled_ranking_metrics(best_model, item_emb, test_hist, test, hist_len, o.val_negatives, o.seed + 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     wall = time.time() - t0
     summary = {
@@ -295,11 +320,12 @@ def train(
         "history": history,
     }
     (run / "metrics.json").write_text(json.dumps(summary, indent=2))
-    return TrainResult(run, len(history), best_epoch, {k: v for k, v in summary.items() if isinstance(v, float)},
-                       wall, peak)
+    return TrainResult(
+        run, len(history), best_epoch, {k: v for k, v in summary.items() if isinstance(v, float)}, wall, peak
+    )
 
 
-def _progress(it: range, enabled: bool, desc: str):  # type: ignore[no-untyped-def]
+def _progress(it: range, enabled: bool, desc: str) -> Any:
     if not enabled:
         return it
     try:

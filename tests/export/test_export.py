@@ -16,8 +16,15 @@ from hybridrec.training.config import ModelConfig
 from hybridrec.training.modules import HybridModel
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
-ART = Artifacts(item_ids=tuple(range(100, 160)), genres=("A", "B"), people=("p", "q"), words=("w", "v"),
-                word_idf=(1.0, 2.0), year_mean=2000.0, year_std=10.0)
+ART = Artifacts(
+    item_ids=tuple(range(100, 160)),
+    genres=("A", "B"),
+    people=("p", "q"),
+    words=("w", "v"),
+    word_idf=(1.0, 2.0),
+    year_mean=2000.0,
+    year_std=10.0,
+)
 
 
 @pytest.fixture(scope="module")

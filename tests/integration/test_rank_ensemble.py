@@ -97,7 +97,10 @@ def _good(request_data) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def
     ["wrong_dtype", "wrong_shape", "missing_input", "oversize_batch", "mismatched_n"],
 )
 def test_bad_requests_get_clear_errors_and_server_keeps_serving(
-    live_server, request_data, protocol: str, case: str  # type: ignore[no-untyped-def]
+    live_server,
+    request_data,
+    protocol: str,
+    case: str,  # type: ignore[no-untyped-def]
 ) -> None:
     good = _good(request_data)
     bad = dict(good)

@@ -10,8 +10,15 @@ from hybridrec.preprocessing import Artifacts
 from hybridrec.training.config import ModelConfig, SequenceEncoderConfig
 from hybridrec.training.modules import HybridModel, SequenceEncoder
 
-ART = Artifacts(item_ids=tuple(range(100, 140)), genres=("A", "B"), people=("p",), words=("w",), word_idf=(1.0,),
-                year_mean=2000.0, year_std=10.0)
+ART = Artifacts(
+    item_ids=tuple(range(100, 140)),
+    genres=("A", "B"),
+    people=("p",),
+    words=("w",),
+    word_idf=(1.0,),
+    year_mean=2000.0,
+    year_std=10.0,
+)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
@@ -33,8 +40,9 @@ def test_unknown_and_negative_ids_map_to_unk_not_crash() -> None:
     batch["item_id"][0, :2] = [-1, 10**9]
     batch["meta"][0, 0, 0] = float("nan")
     with torch.no_grad():
-        scores = model.score(torch.from_numpy(batch["history"]),
-                             {t.name: torch.from_numpy(batch[t.name]) for t in spec.ITEM_INPUTS})
+        scores = model.score(
+            torch.from_numpy(batch["history"]), {t.name: torch.from_numpy(batch[t.name]) for t in spec.ITEM_INPUTS}
+        )
     assert scores.shape == (1, 4) and torch.isfinite(scores).all()
 
 

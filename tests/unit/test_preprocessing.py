@@ -40,8 +40,9 @@ def test_history_is_recent_first_padded_and_maps_unknowns(artifacts: Artifacts) 
 
 
 def test_item_features_shapes_and_masks(artifacts: Artifacts) -> None:
-    md = ItemMetadata(title="T", genres=("Drama", "Western"), year=2000, overview="The toys in a room.",
-                      cast=("Tom Hanks", "Nobody"))
+    md = ItemMetadata(
+        title="T", genres=("Drama", "Western"), year=2000, overview="The toys in a room.", cast=("Tom Hanks", "Nobody")
+    )
     f = item_features(md, None, artifacts, artifacts.item_index(20))
     assert int(f["item_id"]) == 3
     assert f["meta"][1] == 1.0 and f["meta"][0] == 0.0
@@ -62,7 +63,7 @@ def test_poster_decoding_resizes_and_rejects_garbage(tmp_path) -> None:  # type:
     assert arr[0].mean() > 200 and arr[2].mean() < 50
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 not a jpeg")
-    with pytest.raises(PosterError, match="bad.jpg"):
+    with pytest.raises(PosterError, match=r"bad.jpg"):
         decode_poster(bad)
     with pytest.raises(PosterError):
         decode_poster(tmp_path / "missing.jpg")

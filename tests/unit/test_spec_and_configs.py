@@ -33,9 +33,9 @@ def test_rank_ensemble_wires_every_step() -> None:
 def test_tensor_check_names_the_input() -> None:
     t = spec.POSTER
     t.check(np.zeros((1, 2, 3, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH), np.uint8))
-    with pytest.raises(ValueError, match="'poster'.*dtype"):
+    with pytest.raises(ValueError, match=r"'poster'.*dtype"):
         t.check(np.zeros((1, 2, 3, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH), np.float32))
-    with pytest.raises(ValueError, match="'poster'.*shape"):
+    with pytest.raises(ValueError, match=r"'poster'.*shape"):
         t.check(np.zeros((1, 2, 3, 10, 10), np.uint8))
 
 
@@ -56,7 +56,7 @@ def test_run_config_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_unknown_or_mistyped_config_keys_are_errors() -> None:
-    with pytest.raises(ConfigError, match="unknown keys.*epochz"):
+    with pytest.raises(ConfigError, match=r"unknown keys.*epochz"):
         from_dict(RunConfig, {"optim": {"epochz": 3}})
-    with pytest.raises(ConfigError, match="optim.lr"):
+    with pytest.raises(ConfigError, match=r"optim.lr"):
         from_dict(RunConfig, {"optim": {"lr": "fast"}})
