@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hybridrec import spec
-from hybridrec.preprocessing import Artifacts, ItemCatalog, encode_history
+from hybridrec.preprocessing import Artifacts, ItemCatalog, ItemMetadata, encode_history, item_features, stack_items
 
 
 class RecommenderError(RuntimeError):
@@ -133,7 +133,7 @@ class RecommenderClient:
         for t in model.inputs:
             a = np.ascontiguousarray(arrays[t.name])
             try:
-                t.check(a)
+                t.check(a, batched=model.batched)
             except ValueError as e:
                 raise InvalidRequestError(f"{model.name}: {e}") from None
             x = self._mod.InferInput(t.name, list(a.shape), t.wire_dtype)
@@ -168,7 +168,46 @@ class RecommenderClient:
         arrays.update({k: v[None] for k, v in items.items()})
         return self.infer("rank", arrays)["scores"][0]
 
+    def load_model(self, model_name: str) -> None:
+        """(Re)load a model on a server started with --model-control-mode=explicit (e.g. after a catalog change)."""
+        try:
+            self._client.load_model(model_name)
+        except Exception as e:
+            raise _error(e, model_name) from e
+
+    def recommend_tensors(self, history: np.ndarray, k: int = spec.DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
+        """(movie_ids [K], scores [K]) from the `recommend` ensemble for one encoded history [L]."""
+        out = self.infer(
+            "recommend",
+            {"history": np.asarray(history, dtype=np.int64).reshape(1, -1), "k": np.array([k], dtype=np.int64)},
+        )
+        return out["movie_ids"][0], out["scores"][0]
+
     # --- movie level ---
+    def _encode_history(self, history: Sequence[int]) -> np.ndarray:
+        if self.artifacts is None:
+            raise RecommenderError("this call needs the fitted artifacts: RecommenderClient(..., artifacts=repo_dir)")
+        return encode_history(history, self.artifacts)
+
+    def recommend(self, history: Sequence[int], k: int = spec.DEFAULT_K) -> RankResult:
+        """Top-k unseen catalog movies for a chronological history of movieIds (oldest first)."""
+        if k < 1:
+            raise InvalidRequestError(f"recommend: k must be >= 1, got {k}")
+        t0 = time.perf_counter()
+        ids, scores = self.recommend_tensors(self._encode_history(history), k)
+        latency = (time.perf_counter() - t0) * 1000.0
+        title = self.catalog.title if self.catalog else (lambda _m: None)
+        items = tuple(ScoredItem(int(m), float(s), title(int(m))) for m, s in zip(ids, scores, strict=True) if m >= 0)
+        return RankResult(items, latency)
+
+    def rank_items(self, history: Sequence[int], items: Sequence[tuple[ItemMetadata, np.ndarray | None]]) -> np.ndarray:
+        """Scores of items given by poster + metadata alone (e.g. brand-new movies), through `rank`."""
+        if self.artifacts is None:
+            raise RecommenderError("this call needs the fitted artifacts: RecommenderClient(..., artifacts=repo_dir)")
+        art = self.artifacts
+        feats = stack_items([item_features(md, poster, art) for md, poster in items])
+        return self.rank_tensors(self._encode_history(history), feats)
+
     def _need_catalog(self) -> ItemCatalog:
         if self.catalog is None:
             raise RecommenderError("this call needs a catalog: RecommenderClient(..., catalog=ItemCatalog(data, art))")
@@ -184,7 +223,7 @@ class RecommenderClient:
         except KeyError as e:
             raise InvalidRequestError(f"rank: {e.args[0]}") from None
         t0 = time.perf_counter()
-        scores = self.rank_tensors(encode_history(history, catalog.artifacts), items)
+        scores = self.rank_tensors(encode_history(history, catalog.artifacts), items)  # catalog's own artifacts
         latency = (time.perf_counter() - t0) * 1000.0
         order = np.argsort(-scores, kind="stable")
         ranked = tuple(

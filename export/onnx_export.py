@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from hybridrec import spec
+from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
+from hybridrec.export.catalog import encode_catalog, write_catalog_models
 from hybridrec.export.triton_config import write_configs
-from hybridrec.preprocessing import ARTIFACTS_FILE
-from hybridrec.training.train import load_model
+from hybridrec.preprocessing import ARTIFACTS_FILE, ItemCatalog
+from hybridrec.training.train import load_model, load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def export_model(module: nn.Module, m: spec.ModelSpec, path: Path, dim: int, num
             str(tmp),
             input_names=m.input_names,
             output_names=m.output_names,
-            dynamic_axes={t.name: t.dynamic_axes for t in (*m.inputs, *m.outputs)},
+            dynamic_axes={t.name: t.dynamic_axes(m.batched) for t in (*m.inputs, *m.outputs)},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -98,8 +100,16 @@ def check_onnx_parity(
     return ParityReport(m.name, "onnxruntime", shapes, worst)
 
 
-def export_run(run_dir: str | Path, repo: str | Path, *, check: bool = True) -> dict[str, ParityReport | None]:
-    """Export a trained run into a Triton model repository: configs, three model.onnx files, artifacts."""
+def export_run(
+    run_dir: str | Path,
+    repo: str | Path,
+    *,
+    check: bool = True,
+    data: MovieLensData | None = None,
+    depth: int = spec.RETRIEVAL_DEPTH,
+) -> dict[str, ParityReport | None]:
+    """Export a trained run into a Triton model repository: configs, the three models as separate model.onnx files,
+    artifacts.json, and the catalog models (retrieval over every catalog movie's embedding, top-K)."""
     model, artifacts = load_model(run_dir)
     repo = Path(repo)
     write_configs(repo)
@@ -113,4 +123,9 @@ def export_run(run_dir: str | Path, repo: str | Path, *, check: bool = True) -> 
         log.info("exported %s -> %s%s", name, path, f" (max |eager - ort| {report.max_abs_diff:.2e})" if report else "")
     # The client needs the same fitted preprocessing as training: ship it with the models.
     shutil.copyfile(Path(run_dir) / ARTIFACTS_FILE, repo / ARTIFACTS_FILE)
+    if data is None:
+        data = load_movielens(resolve_data_dir(load_run_config(run_dir).data.path))
+    catalog = encode_catalog(repo, ItemCatalog(data, artifacts))
+    write_catalog_models(repo, catalog, depth)
+    log.info("catalog models: %d rows, retrieval depth %d", len(catalog.movie_ids), depth)
     return reports

@@ -39,7 +39,7 @@ def model_config(m: spec.ModelSpec, profile: str = "default") -> pb.ModelConfig:
         i = cfg.input.add()
         _tensor(i, t)
         # The python backend pads ragged requests itself, so requests of different N / L still share one batch.
-        if profile == "cpu" and not m.is_ensemble and any(isinstance(d, str) for d in t.dims):
+        if profile == "cpu" and m.batching and any(isinstance(d, str) for d in t.dims):
             i.allow_ragged_batch = True
     for t in m.outputs:
         _tensor(cfg.output.add(), t)
@@ -52,17 +52,30 @@ def model_config(m: spec.ModelSpec, profile: str = "default") -> pb.ModelConfig:
             for k, v in s.output_map:
                 step.output_map[k] = v
         return cfg
-    assert m.batching is not None
+    instances = m.batching.instances if m.batching else 1
     if profile == "cpu":
         cfg.backend = "python"
-        cfg.instance_group.add(count=m.batching.instances, kind=pb.ModelInstanceGroup.KIND_CPU)
+        cfg.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
         cfg.parameters["intra_op_threads"].string_value = "0"  # 0 = onnxruntime's default (all cores)
     else:
         cfg.platform = "onnxruntime_onnx"
-        cfg.instance_group.add(count=m.batching.instances, kind=pb.ModelInstanceGroup.KIND_AUTO)
-    cfg.dynamic_batching.preferred_batch_size.extend(m.batching.preferred_batch_sizes)
-    cfg.dynamic_batching.max_queue_delay_microseconds = m.batching.max_queue_delay_us
+        cfg.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_AUTO)
+    if m.batching:
+        cfg.dynamic_batching.preferred_batch_size.extend(m.batching.preferred_batch_sizes)
+        cfg.dynamic_batching.max_queue_delay_microseconds = m.batching.max_queue_delay_us
+    if m.name in spec.WARMUP:
+        _warmup(cfg, m, spec.WARMUP[m.name])
     return cfg
+
+
+def _warmup(cfg: pb.ModelConfig, m: spec.ModelSpec, sizes: dict[str, int]) -> None:
+    """One zero-filled request at load time, so the first real request does not pay for session start-up."""
+    w = cfg.model_warmup.add(name=f"{m.name}_zeros", batch_size=1)
+    for t in m.inputs:
+        data = w.inputs[t.name]
+        data.data_type = pb.DataType.Value(t.config_dtype)
+        data.dims.extend(d if isinstance(d, int) else sizes[d] for d in t.dims)
+        data.zero_data = True
 
 
 def render(cfg: pb.ModelConfig) -> str:

@@ -342,6 +342,10 @@ class ItemCatalog:
             self._posters[movie_id] = arr
         return self._posters[movie_id]
 
+    def clear_posters(self) -> None:
+        """Drop decoded posters (a full catalog pass would otherwise hold every poster in memory)."""
+        self._posters.clear()
+
     def features(self, movie_ids: Sequence[int]) -> dict[str, np.ndarray]:
         """[N, ...] item tensors for catalog movies; raises KeyError naming unknown movie ids."""
         unknown = [m for m in movie_ids if int(m) not in self.data.movies]

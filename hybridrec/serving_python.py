@@ -32,7 +32,7 @@ def validate(model: spec.ModelSpec, arrays: dict[str, np.ndarray | None]) -> dic
         if a is None:
             raise RequestError(f"{model.name}: missing input '{t.name}'")
         try:
-            t.check(a)
+            t.check(a, batched=model.batched)
         except ValueError as e:
             raise RequestError(f"{model.name}: {e}") from None
         if a.shape[0] == 0:
@@ -41,7 +41,7 @@ def validate(model: spec.ModelSpec, arrays: dict[str, np.ndarray | None]) -> dic
     # Inputs that share a named axis must agree on it within a request (e.g. N across the item tensors).
     sizes: dict[str, tuple[str, int]] = {}
     for t in model.inputs:
-        for axis, d in enumerate(t.dims, start=1):
+        for axis, d in t.axes(model.batched):
             if isinstance(d, str):
                 got = out[t.name].shape[axis]
                 if d in sizes and sizes[d][1] != got:
@@ -58,7 +58,7 @@ def validate(model: spec.ModelSpec, arrays: dict[str, np.ndarray | None]) -> dic
 def request_sizes(model: spec.ModelSpec, arrays: dict[str, np.ndarray]) -> dict[str, int]:
     sizes = {"batch": next(iter(arrays.values())).shape[0]}
     for t in model.inputs:
-        for axis, d in enumerate(t.dims, start=1):
+        for axis, d in t.axes(model.batched):
             if isinstance(d, str):
                 sizes[d] = arrays[t.name].shape[axis]
     return sizes
@@ -66,6 +66,8 @@ def request_sizes(model: spec.ModelSpec, arrays: dict[str, np.ndarray]) -> dict[
 
 def merge(model: spec.ModelSpec, requests: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Pad every request's ragged axes to the batch maximum (with zeros = PAD) and concatenate on the batch axis."""
+    if len(requests) == 1:
+        return dict(requests[0])
     merged = {}
     for t in model.inputs:
         arrays = [r[t.name] for r in requests]
@@ -80,6 +82,8 @@ def merge(model: spec.ModelSpec, requests: Sequence[dict[str, np.ndarray]]) -> d
 
 def split(model: spec.ModelSpec, outputs: dict[str, np.ndarray], sizes: Sequence[dict[str, int]]) -> list[dict]:
     """Inverse of merge: cut the batch axis per request and un-pad the axes named after request inputs."""
+    if len(sizes) == 1:
+        return [dict(outputs)]
     result: list[dict[str, np.ndarray]] = []
     start = 0
     for s in sizes:

@@ -62,25 +62,30 @@ class TensorSpec:
     def config_dims(self) -> list[int]:
         return [d if isinstance(d, int) else -1 for d in self.dims]
 
-    @property
-    def dynamic_axes(self) -> dict[int, str]:
+    def axes(self, batched: bool = True) -> list[tuple[int, Dim]]:
+        """(array axis, dim) pairs; a batched tensor's axis 0 is the implicit batch axis."""
+        offset = 1 if batched else 0
+        return [(i + offset, d) for i, d in enumerate(self.dims)]
+
+    def dynamic_axes(self, batched: bool = True) -> dict[int, str]:
         """ONNX dynamic axes, batch axis included."""
-        axes = {0: "batch"}
-        axes.update({i + 1: d for i, d in enumerate(self.dims) if isinstance(d, str)})
+        axes = {0: "batch"} if batched else {}
+        axes.update({i: d for i, d in self.axes(batched) if isinstance(d, str)})
         return axes
 
     def check(self, array: np.ndarray, *, batched: bool = True) -> None:
         """Raise a ValueError naming this input when ``array`` does not fit the spec."""
         if array.dtype != self.np_dtype:
             raise ValueError(f"input '{self.name}': dtype {array.dtype} but {self.dtype} expected")
-        dims = array.shape[1:] if batched else array.shape
         if batched and array.ndim < 1:
             raise ValueError(f"input '{self.name}': missing batch axis")
+        dims = array.shape[1:] if batched else array.shape
         if len(dims) != len(self.dims) or any(
             isinstance(want, int) and want != got for want, got in zip(self.dims, dims, strict=False)
         ):
             want_s = ", ".join(str(d) for d in self.dims)
-            raise ValueError(f"input '{self.name}': shape {tuple(array.shape)} does not match [batch, {want_s}]")
+            shape = f"[batch, {want_s}]" if batched else f"[{want_s}]"
+            raise ValueError(f"input '{self.name}': shape {tuple(array.shape)} does not match {shape}")
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,11 @@ class ModelSpec:
     @property
     def batch_limit(self) -> int:
         return self.batching.max_batch_size if self.batching else self.max_batch_size
+
+    @property
+    def batched(self) -> bool:
+        """False for max_batch_size 0 models: their dims spell the batch axis out ("B")."""
+        return self.batch_limit > 0
 
     def input(self, name: str) -> TensorSpec:
         for t in self.inputs:
@@ -210,7 +220,71 @@ RANK = ModelSpec(
     doc="score N candidate movies for one user: sequence encoder + image encoder -> fusion head",
 )
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, RANK)}
+# --- the `recommend` path: whole-catalog retrieval inside Triton ----------------------------------------------------
+RETRIEVAL_DEPTH = 100  # candidates retrieved per user and reranked by the fusion head (baked in at export)
+DEFAULT_K = 10
+CANDIDATE_INDEX = TensorSpec("candidate_index", "int64", ("C",), "catalog rows of the retrieved candidates")
+CANDIDATE_EMBEDDING = TensorSpec("candidate_embedding", "float32", ("C", "D"))
+K = TensorSpec("k", "int64", (1,), "how many movies to return (clamped to 1..retrieval depth)")
+
+RETRIEVAL = ModelSpec(
+    name="retrieval",
+    inputs=(USER_EMBEDDING, HISTORY),
+    outputs=(CANDIDATE_INDEX, CANDIDATE_EMBEDDING),
+    batching=Batching(
+        max_batch_size=64,
+        preferred_batch_sizes=(16, 32, 64),
+        max_queue_delay_us=1000,
+        why="one [B, D] x [D, catalog] product: larger batches use the cores better at almost no latency cost",
+    ),
+    doc="dot-product retrieval against the precomputed catalog item embeddings; seen items excluded",
+)
+TOPK = ModelSpec(
+    name="topk",
+    inputs=(
+        TensorSpec("candidate_scores", "float32", ("B", "C")),
+        TensorSpec("candidate_index", "int64", ("B", "C")),
+        K,
+    ),
+    outputs=(TensorSpec("movie_ids", "int64", ("B", "K")), TensorSpec("scores", "float32", ("B", "K"))),
+    batching=None,  # K differs per request, so each request is its own batch (a TopK and two gathers: trivial)
+    doc="top-K of the reranked candidates, mapped to MovieLens movieIds",
+)
+RECOMMEND = ModelSpec(
+    name="recommend",
+    inputs=(TensorSpec("history", "int64", ("B", "L")), K),
+    outputs=TOPK.outputs,
+    batching=None,
+    max_batch_size=0,  # the non-batching top-K step takes the batch axis explicitly
+    steps=(
+        EnsembleStep("sequence_encoder", (("history", "history"),), (("user_embedding", "user_embedding"),)),
+        EnsembleStep(
+            "retrieval",
+            (("user_embedding", "user_embedding"), ("history", "history")),
+            (("candidate_index", "candidate_index"), ("candidate_embedding", "candidate_embedding")),
+        ),
+        EnsembleStep(
+            "fusion_head",
+            (("user_embedding", "user_embedding"), ("item_embedding", "candidate_embedding")),
+            (("scores", "candidate_scores"),),
+        ),
+        EnsembleStep(
+            "topk",
+            (("candidate_scores", "candidate_scores"), ("candidate_index", "candidate_index"), ("k", "k")),
+            (("movie_ids", "movie_ids"), ("scores", "scores")),
+        ),
+    ),
+    doc="top-K movies for one user over the whole catalog: encode history -> retrieve -> rerank -> top-K",
+)
+CATALOG_MODELS = (RETRIEVAL, TOPK)
+
+# Warm-up request shapes per model (zeros): the CNN and the GRU pay the most for a cold onnxruntime session.
+WARMUP: dict[str, dict[str, int]] = {
+    "image_encoder": {"N": 50},
+    "sequence_encoder": {"L": HISTORY_LENGTH},
+}  # built from catalog embeddings at export time (no torch module)
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, *CATALOG_MODELS, RANK, RECOMMEND)}
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -224,11 +298,15 @@ def example_batch(
     model: ModelSpec, batch: int = 2, sizes: dict[str, int] | None = None, *, id_high: int = 64, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Random, valid inputs for ``model`` (used for tracing, parity checks and tests). ``sizes`` fixes dynamic axes."""
-    sizes = {"N": 3, "L": 7, "D": 64, **(sizes or {})}
+    sizes = {"N": 3, "L": 7, "D": 64, "C": 5, "K": 3, **(sizes or {}), "B": batch}
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for t in model.inputs:
-        shape = (batch, *(d if isinstance(d, int) else sizes[d] for d in t.dims))
+        dims = tuple(d if isinstance(d, int) else sizes[d] for d in t.dims)
+        shape = (batch, *dims) if model.batched else dims
+        if t.name == "k":
+            out[t.name] = np.array([sizes["K"]], dtype=np.int64)
+            continue
         if t.dtype == "uint8":
             out[t.name] = rng.integers(0, 256, shape, dtype=np.uint8)
         elif t.dtype == "int64":

@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load test failed: {e}", file=sys.stderr)
         return 2
     print(summary.line())
-    print(f"reports in {out}")
+    print(f"reports in {out}", file=sys.stderr)
     return 1 if summary.failures else 0
 
 

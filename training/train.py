@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hybridrec import spec
-from hybridrec.configs import from_dict, save_yaml, to_dict
+from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.preprocessing import Artifacts, ItemMetadata, PosterError, decode_poster, fit_artifacts, item_features
 from hybridrec.training.config import ModelConfig, RunConfig
@@ -245,9 +245,13 @@ def train(
             same[torch.arange(b), torch.arange(b)] = False
             logits = logits.masked_fill(same, NEG)
             rank_loss = F.cross_entropy(logits, torch.arange(b))
+            # Two-tower term: the `recommend` ensemble retrieves candidates by user . item before the fusion head
+            # reranks them, so the embeddings must also rank well by dot product.
+            retrieval_logits = (user @ items.T).masked_fill(same, NEG)
+            retrieval_loss = F.cross_entropy(retrieval_logits, torch.arange(b))
             diag = torch.arange(b)
             recon = F.mse_loss(model.fusion_head.decoder(z[diag, diag]), x[diag, diag].detach())
-            loss = rank_loss + cfg.model.fusion.reconstruction_weight * recon
+            loss = rank_loss + retrieval_loss + cfg.model.fusion.reconstruction_weight * recon
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -341,6 +345,10 @@ def save_model(model: HybridModel, run_dir: Path) -> Path:
     torch.save({"model_config": to_dict(model.cfg), "state_dict": model.state_dict()}, tmp)
     tmp.replace(path)  # never leave a half-written model behind
     return path
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    return load_yaml(RunConfig, Path(run_dir) / "config.yaml")
 
 
 def load_model(run_dir: str | Path) -> tuple[HybridModel, Artifacts]:

@@ -1,0 +1,262 @@
+"""Catalog item embeddings and the two catalog models of the `recommend` ensemble (`retrieval` and `topk`).
+
+The embeddings come from running the exported image encoder (onnxruntime, no torch) over every catalog movie's
+poster and metadata, so the same code path serves the export and the later addition of cold-start movies. The two
+models are small ONNX graphs built directly with onnx.helper; the embedding table and the row -> movieId map are
+their initializers. Rows 0..num_items-1 are the training vocabulary (row = item index, so a history's item indices
+are catalog rows and seen items can be excluded in-graph); movies without training interactions follow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from hybridrec import spec
+from hybridrec.preprocessing import Artifacts, ItemCatalog, ItemMetadata, item_features, stack_items
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.npz"
+MASKED = -1.0e9  # score of excluded rows (seen, PAD, UNK); candidates at or below HALF_MASKED are dropped
+HALF_MASKED = -5.0e8
+OPSET = 17
+
+
+@dataclass
+class CatalogEmbeddings:
+    embeddings: np.ndarray  # float32 [R, D]
+    movie_ids: np.ndarray  # int64 [R]; -1 for rows that are never recommended (PAD, UNK)
+
+    def __post_init__(self) -> None:
+        if len(self.embeddings) != len(self.movie_ids):
+            raise ValueError("embeddings and movie_ids must have one row per catalog entry")
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.movie_ids >= 0
+
+    def row_of(self, movie_id: int) -> int | None:
+        hits = np.flatnonzero(self.movie_ids == movie_id)
+        return int(hits[0]) if hits.size else None
+
+    def save(self, repo: str | Path) -> Path:
+        path = Path(repo) / CATALOG_FILE
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, embeddings=self.embeddings, movie_ids=self.movie_ids)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, repo: str | Path) -> CatalogEmbeddings:
+        path = Path(repo) / CATALOG_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no catalog at {path}: run `hybridrec export` first")
+        with np.load(path) as z:
+            return cls(z["embeddings"].astype(np.float32), z["movie_ids"].astype(np.int64))
+
+
+class ItemEncoder:
+    """The exported image encoder in onnxruntime: item tensors [M, ...] -> embeddings [M, D]."""
+
+    def __init__(self, repo: str | Path, batch: int = 256) -> None:
+        import onnxruntime as ort
+
+        path = Path(repo) / "image_encoder" / "1" / "model.onnx"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `hybridrec export` first")
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.batch = batch
+
+    def __call__(self, items: dict[str, np.ndarray]) -> np.ndarray:
+        n = len(items["item_id"])
+        out = []
+        for start in range(0, n, self.batch):
+            feed = {k: v[None, start : start + self.batch] for k, v in items.items()}
+            out.append(self.session.run(["item_embedding"], feed)[0][0])
+        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+
+def encode_catalog(repo: str | Path, catalog: ItemCatalog, batch: int = 256) -> CatalogEmbeddings:
+    """Embed the vocabulary items (rows = item indices) and then every other catalog movie (cold items)."""
+    art = catalog.artifacts
+    encoder = ItemEncoder(repo, batch)
+    vocab = list(art.item_ids)
+    cold = [m for m in catalog.data.movies if art.item_index(m) == spec.UNK_ID]
+    movie_ids = np.array([-1, -1, *vocab, *cold], dtype=np.int64)
+    chunks = []
+    for start in range(0, len(movie_ids), 2048):  # bounded memory: posters are decoded chunk by chunk
+        rows = movie_ids[start : start + 2048]
+        feats = [
+            item_features(ItemMetadata(), None, art, spec.PAD_ID)
+            if m < 0
+            else item_features(
+                ItemMetadata.of(catalog.data.movies[int(m)]), catalog.poster(int(m)), art, art.item_index(int(m))
+            )
+            for m in rows
+        ]
+        chunks.append(encoder(stack_items(feats)))
+        catalog.clear_posters()
+    emb = np.concatenate(chunks)
+    emb[:2] = 0.0
+    log.info("catalog: %d vocabulary rows, %d cold movies, width %d", len(vocab), len(cold), emb.shape[1])
+    return CatalogEmbeddings(emb, movie_ids)
+
+
+def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -> onnx.ModelProto:
+    """user_embedding [B, D], history [B, L] -> candidate_index [B, C], candidate_embedding [B, C, D].
+
+    Scores are dot products with every catalog row; PAD/UNK rows and the user's history are excluded. Candidates
+    that had to be taken from excluded rows (catalog smaller than the depth) come back with index -1."""
+    rows, dim = cat.embeddings.shape
+    c = min(depth, rows)
+    bias = np.where(cat.valid, 0.0, MASKED).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(np.ascontiguousarray(cat.embeddings.T), "catalog_t"),
+        numpy_helper.from_array(cat.embeddings, "catalog"),
+        numpy_helper.from_array(bias, "row_bias"),
+        numpy_helper.from_array(np.array([c], np.int64), "depth"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero_i"),
+        numpy_helper.from_array(np.array(rows - 1, np.int64), "last_row"),
+        numpy_helper.from_array(np.array(MASKED, np.float32), "masked"),
+        numpy_helper.from_array(np.array(HALF_MASKED, np.float32), "half_masked"),
+        numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["user_embedding", "catalog_t"], ["dot"]),
+        helper.make_node("Add", ["dot", "row_bias"], ["scored"]),
+        # seen items: scatter MASKED onto the history's rows; out-of-range ids go to row 0 (PAD, masked anyway)
+        helper.make_node("Less", ["history", "zero_i"], ["h_neg"]),
+        helper.make_node("Greater", ["history", "last_row"], ["h_big"]),
+        helper.make_node("Or", ["h_neg", "h_big"], ["h_oob"]),
+        helper.make_node("Where", ["h_oob", "zero_i", "history"], ["h_rows"]),
+        helper.make_node("Shape", ["h_rows"], ["h_shape"]),
+        helper.make_node(
+            "ConstantOfShape", ["h_shape"], ["h_pen"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [MASKED])
+        ),
+        helper.make_node("Shape", ["scored"], ["s_shape"]),
+        helper.make_node(
+            "ConstantOfShape", ["s_shape"], ["zeros"], value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0])
+        ),
+        helper.make_node("ScatterElements", ["zeros", "h_rows", "h_pen"], ["seen_pen"], axis=1),
+        helper.make_node("Add", ["scored", "seen_pen"], ["masked_scores"]),
+        helper.make_node("TopK", ["masked_scores", "depth"], ["top_scores", "top_rows"], axis=1),
+        helper.make_node("Gather", ["catalog", "top_rows"], ["candidate_embedding"], axis=0),
+        helper.make_node("Less", ["top_scores", "half_masked"], ["excluded"]),
+        helper.make_node("Where", ["excluded", "minus_one", "top_rows"], ["candidate_index"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "retrieval",
+        [
+            helper.make_tensor_value_info("user_embedding", TensorProto.FLOAT, ["batch", dim]),
+            helper.make_tensor_value_info("history", TensorProto.INT64, ["batch", "L"]),
+        ],
+        [
+            helper.make_tensor_value_info("candidate_index", TensorProto.INT64, ["batch", c]),
+            helper.make_tensor_value_info("candidate_embedding", TensorProto.FLOAT, ["batch", c, dim]),
+        ],
+        inits,
+    )
+    return _model(graph)
+
+
+def build_topk(cat: CatalogEmbeddings) -> onnx.ModelProto:
+    """candidate_scores [B, C], candidate_index [B, C], k [1] -> movie_ids [B, K], scores [B, K]; K = clamp(k, 1, C).
+
+    Excluded candidates (index -1) sink to the bottom and come back as movie id -1 if K reaches them."""
+    inits = [
+        numpy_helper.from_array(cat.movie_ids, "row_movie_id"),
+        numpy_helper.from_array(np.array([1], np.int64), "one"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1_start"),
+        numpy_helper.from_array(np.array([2], np.int64), "axis1_end"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero_i"),
+        numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
+        numpy_helper.from_array(np.array(MASKED, np.float32), "masked"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["candidate_scores"], ["s_shape"]),
+        helper.make_node("Slice", ["s_shape", "axis1_start", "axis1_end"], ["n_cand"]),
+        helper.make_node("Max", ["k", "one"], ["k_lo"]),
+        helper.make_node("Min", ["k_lo", "n_cand"], ["kk"]),
+        helper.make_node("Less", ["candidate_index", "zero_i"], ["excluded"]),
+        helper.make_node("Where", ["excluded", "masked", "candidate_scores"], ["ranked_scores"]),
+        helper.make_node("TopK", ["ranked_scores", "kk"], ["scores", "pos"], axis=1),
+        helper.make_node("GatherElements", ["candidate_index", "pos"], ["rows"], axis=1),
+        helper.make_node("Less", ["rows", "zero_i"], ["row_excluded"]),
+        helper.make_node("Max", ["rows", "zero_i"], ["safe_rows"]),
+        helper.make_node("Gather", ["row_movie_id", "safe_rows"], ["ids"], axis=0),
+        helper.make_node("Where", ["row_excluded", "minus_one", "ids"], ["movie_ids"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "topk",
+        [
+            helper.make_tensor_value_info("candidate_scores", TensorProto.FLOAT, ["batch", "C"]),
+            helper.make_tensor_value_info("candidate_index", TensorProto.INT64, ["batch", "C"]),
+            helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("movie_ids", TensorProto.INT64, ["batch", "K"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "K"]),
+        ],
+        inits,
+    )
+    return _model(graph)
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hybridrec")
+    model.ir_version = 8  # readable by the onnxruntime of Triton 2.51's container and newer
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _write(model: onnx.ModelProto, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".onnx.tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)  # a model (re)load never sees a half-written file
+
+
+def write_catalog_models(repo: str | Path, cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -> None:
+    repo = Path(repo)
+    cat.save(repo)
+    _write(build_retrieval(cat, depth), repo / "retrieval" / "1" / "model.onnx")
+    _write(build_topk(cat), repo / "topk" / "1" / "model.onnx")
+
+
+def add_items(
+    repo: str | Path,
+    movies: Sequence[tuple[int, ItemMetadata, np.ndarray | None]],
+    *,
+    depth: int = spec.RETRIEVAL_DEPTH,
+) -> list[int]:
+    """Add (or replace) catalog movies from their poster + metadata alone; returns their catalog rows.
+
+    New movies have no learned id row: they are embedded from content (item_id = UNK), exactly like any cold item.
+    Rewrites the retrieval and topk models; reload them in the server to serve the new catalog."""
+    repo = Path(repo)
+    art = Artifacts.load(repo)
+    cat = CatalogEmbeddings.load(repo)
+    feats = [item_features(md, poster, art, art.item_index(mid)) for mid, md, poster in movies]
+    emb = ItemEncoder(repo)(stack_items(feats))
+    rows = []
+    for (mid, _, _), e in zip(movies, emb, strict=True):
+        if mid < 0:
+            raise ValueError(f"movie ids must be >= 0, got {mid}")
+        row = cat.row_of(mid)
+        if row is None:
+            cat = CatalogEmbeddings(np.vstack([cat.embeddings, e[None]]), np.append(cat.movie_ids, mid))
+            row = len(cat.movie_ids) - 1
+        else:
+            cat.embeddings[row] = e
+        rows.append(row)
+    write_catalog_models(repo, cat, depth)
+    return rows
