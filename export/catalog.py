@@ -10,7 +10,7 @@ are catalog rows and seen items can be excluded in-graph); movies without traini
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -260,3 +260,24 @@ def add_items(
         rows.append(row)
     write_catalog_models(repo, cat, depth)
     return rows
+
+
+def reference_recommend(
+    user: np.ndarray,
+    history: np.ndarray,
+    cat: CatalogEmbeddings,
+    fusion: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    k: int,
+    depth: int = spec.RETRIEVAL_DEPTH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference of retrieval -> rerank -> top-K for one user (user [D], history [L]); `fusion` scores
+    candidate embeddings [C, D] for that user. Used to check the served `recommend` ensemble."""
+    scores = cat.embeddings @ user
+    scores[~cat.valid] = -np.inf
+    seen = history[(history >= 0) & (history < len(scores))]
+    scores[seen] = -np.inf
+    cand = np.argsort(-scores, kind="stable")[: min(depth, len(scores))]
+    cand = cand[np.isfinite(scores[cand])]
+    reranked = fusion(user, cat.embeddings[cand])
+    order = np.argsort(-reranked, kind="stable")[: max(1, min(k, len(cand)))]
+    return cat.movie_ids[cand[order]], reranked[order]

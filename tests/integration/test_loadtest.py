@@ -33,8 +33,14 @@ def _check_clean(summary: LoadSummary, out: Path, protocol: str) -> None:
 
 def test_rank_load_over_grpc(live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path) -> None:
     summary = run_locust(
-        live_server.grpc_url, users=2, spawn_rate=2, run_time_s=10, protocol="grpc",
-        repo=exported_repo, data=data_dir, out_dir=tmp_path,
+        live_server.grpc_url,
+        users=2,
+        spawn_rate=2,
+        run_time_s=10,
+        protocol="grpc",
+        repo=exported_repo,
+        data=data_dir,
+        out_dir=tmp_path,
     )
     _check_clean(summary, tmp_path, "grpc")
     assert summary.users == 2 and summary.run_time_s == 10
@@ -44,10 +50,27 @@ def test_rank_load_over_http_via_main(
     live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The `hybridrec loadtest -- ...` path: a leading "--" is dropped; an http:// prefix on --host is stripped.
-    code = main([
-        "--", "--host", f"http://{live_server.http_url}", "--protocol", "http", "--users", "2", "--spawn-rate", "2",
-        "--run-time", "5", "--repo", str(exported_repo), "--data", str(data_dir), "--out", str(tmp_path),
-    ])
+    code = main(
+        [
+            "--",
+            "--host",
+            f"http://{live_server.http_url}",
+            "--protocol",
+            "http",
+            "--users",
+            "2",
+            "--spawn-rate",
+            "2",
+            "--run-time",
+            "5",
+            "--repo",
+            str(exported_repo),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert printed.startswith("rank over http: ")
@@ -59,8 +82,14 @@ def test_unreachable_server_ends_the_run_by_itself(exported_repo: Path, data_dir
     t0 = time.monotonic()
     try:
         summary = run_locust(
-            f"127.0.0.1:{port}", users=2, spawn_rate=2, run_time_s=30, protocol="grpc",
-            repo=exported_repo, data=data_dir, out_dir=tmp_path,
+            f"127.0.0.1:{port}",
+            users=2,
+            spawn_rate=2,
+            run_time_s=30,
+            protocol="grpc",
+            repo=exported_repo,
+            data=data_dir,
+            out_dir=tmp_path,
         )
     except LoadTestError:
         summary = None
