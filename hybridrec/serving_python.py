@@ -116,6 +116,21 @@ class OnnxModel:
         options.intra_op_num_threads = int(params.get("intra_op_threads", "0") or 0)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.output_names = self.model.output_names
+        # Dims the spec leaves open but the exported graph fixes (e.g. the embedding width D): checked per request,
+        # so a wrong width is that request's INVALID_ARGUMENT, not an onnxruntime failure of the whole batch.
+        self.fixed = {
+            i.name: [(axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int) and axis > 0]
+            for i in self.session.get_inputs()
+        }
+
+    def _check_fixed(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, dims in self.fixed.items():
+            shape = arrays[name].shape
+            for axis, size in dims:
+                if axis < len(shape) and shape[axis] != size:
+                    raise RequestError(
+                        f"{self.model.name}: input '{name}' has size {shape[axis]} on axis {axis}, model expects {size}"
+                    )
 
     def _run(self, arrays: Sequence[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         outs = self.session.run(self.output_names, merge(self.model, arrays))
@@ -132,7 +147,9 @@ class OnnxModel:
                 for t in self.model.inputs:
                     tensor = pb.get_input_tensor_by_name(req, t.name)
                     raw[t.name] = None if tensor is None else tensor.as_numpy()
-                good.append((i, validate(self.model, raw)))
+                arrays = validate(self.model, raw)
+                self._check_fixed(arrays)
+                good.append((i, arrays))
             except RequestError as e:  # the client's fault: INVALID_ARGUMENT / HTTP 400, like Triton's own checks
                 responses[i] = pb.InferenceResponse(error=self._error(str(e), invalid=True))
         if good:
