@@ -51,6 +51,9 @@ def model_config(m: spec.ModelSpec, profile: str = "default") -> pb.ModelConfig:
                 step.input_map[k] = v
             for k, v in s.output_map:
                 step.output_map[k] = v
+        # Harmless until the server is started with a cache (`hybridrec serve --cache-size BYTES`): then identical
+        # requests are answered from memory.
+        cfg.response_cache.enable = True
         return cfg
     instances = m.batching.instances if m.batching else 1
     if profile == "cpu":

@@ -137,11 +137,7 @@ def query(
 ) -> Any:
     from hybridrec.client import RecommenderClient
 
-    if history is None:
-        hist = catalog.data.histories().get(user)
-        if hist is None:
-            raise SystemExit(f"user {user} is not in the dataset")
-        history = hist.tolist()
+    history = _history(catalog, user, history)
     cands = candidates_for(catalog, history, candidates)
     with RecommenderClient(url, protocol, catalog=catalog) as client:
         result = client.rank(history, cands)
@@ -158,7 +154,56 @@ def query(
 def cmd_query(args: argparse.Namespace) -> int:
     catalog = _catalog(args.repo, args.data)
     history = [int(x) for x in args.history.split(",")] if args.history else None
-    query(args.url, args.protocol, catalog, args.user, history, args.candidates, args.top)
+    if args.recommend:
+        recommend(args.url, args.protocol, catalog, args.user, history, args.top)
+    else:
+        query(args.url, args.protocol, catalog, args.user, history, args.candidates, args.top)
+    return 0
+
+
+def _history(catalog: Any, user: int | None, history: list[int] | None) -> list[int]:
+    if history is not None:
+        return history
+    hist = catalog.data.histories().get(user)
+    if hist is None:
+        raise SystemExit(f"user {user} is not in the dataset")
+    return [int(m) for m in hist]
+
+
+def recommend(url: str, protocol: str, catalog: Any, user: int | None, history: list[int] | None, top: int) -> Any:
+    from hybridrec.client import RecommenderClient
+
+    history = _history(catalog, user, history)
+    with RecommenderClient(url, protocol, catalog=catalog) as client:
+        result = client.recommend(history, top)
+    print(
+        f"Top {top} of the whole catalog for {'user ' + str(user) if user is not None else 'the history'} "
+        f"(recommend ensemble over {protocol}, {result.latency_ms:.0f} ms):"
+    )
+    for i, item in enumerate(result.items, 1):
+        print(f"{i:3d}. {item.score:.4f}  {item.title}")
+    return result
+
+
+def cmd_catalog_add(args: argparse.Namespace) -> int:
+    """Add a cold-start movie (poster + metadata, no ratings) to the served catalog."""
+    from hybridrec.export.catalog import add_items
+    from hybridrec.preprocessing import ItemMetadata, decode_poster
+
+    split = lambda v: tuple(x.strip() for x in v.split("|") if x.strip()) if v else ()  # noqa: E731
+    md = ItemMetadata(
+        args.title, split(args.genres), args.year, args.overview or "", split(args.cast), split(args.directors)
+    )
+    poster = decode_poster(args.poster) if args.poster else None
+    rows = add_items(args.repo, [(args.movie_id, md, poster)])
+    print(f"movie {args.movie_id} is catalog row {rows[0]}; retrieval/topk models rewritten in {args.repo}")
+    if args.url:
+        from hybridrec.client import RecommenderClient
+
+        with RecommenderClient(args.url, args.protocol) as client:
+            for name in ("retrieval", "topk"):
+                client.load_model(name)
+        print(f"reloaded retrieval and topk on {args.url}: the movie is served now")
     return 0
 
 
@@ -244,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--http-port", type=int)
     sp.add_argument("--grpc-port", type=int)
     sp.add_argument("--metrics-port", type=int)
+    sp.add_argument("--cache-size", type=int, help="enable Triton's response cache for the ensembles (bytes)")
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("query", help="rank unseen movies for a user through the `rank` ensemble")
@@ -255,7 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--history", help="comma-separated movieIds, oldest first (instead of --user)")
     sp.add_argument("--candidates", type=int, default=200)
     sp.add_argument("--top", type=int, default=10)
+    sp.add_argument("--recommend", action="store_true", help="top movies of the whole catalog (`recommend`)")
     sp.set_defaults(func=cmd_query)
+
+    sp = sub.add_parser("catalog", help="catalog helpers")
+    csub = sp.add_subparsers(dest="catalog_cmd", required=True)
+    a = csub.add_parser("add", help="add a cold-start movie (poster + metadata) to the served catalog")
+    a.add_argument("--repo", default=DEFAULT_REPO)
+    a.add_argument("--movie-id", type=int, required=True)
+    a.add_argument("--title", default="")
+    a.add_argument("--genres", help="pipe-separated, e.g. 'Comedy|Drama'")
+    a.add_argument("--year", type=int)
+    a.add_argument("--overview")
+    a.add_argument("--cast", help="pipe-separated")
+    a.add_argument("--directors", help="pipe-separated")
+    a.add_argument("--poster", help="JPEG/PNG file (optional)")
+    a.add_argument("--url", help="server to reload (started by `hybridrec serve`, explicit model control)")
+    a.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    a.set_defaults(func=cmd_catalog_add)
 
     sp = sub.add_parser("demo", help="main job: train -> export -> serve -> query -> stop")
     train_args(sp, "demo")
