@@ -70,6 +70,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_tensorrt(args: argparse.Namespace) -> int:
+    from hybridrec.export.tensorrt import TensorRTUnavailableError, build_plans
+
+    try:
+        built = build_plans(args.repo, fp16=not args.fp32)
+    except TensorRTUnavailableError as e:
+        print(f"skipped: {e}")
+        return 0
+    for name, path in built.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     from hybridrec.export.triton_config import drift, write_configs
 
@@ -277,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repo", default=DEFAULT_REPO)
     sp.add_argument("--no-check", action="store_true", help="skip the eager-vs-onnxruntime parity check")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("export-tensorrt", help="build TensorRT plans for the `plan` config set (GPU machines)")
+    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--fp32", action="store_true", help="no FP16 kernels")
+    sp.set_defaults(func=cmd_export_tensorrt)
 
     sp = sub.add_parser("configs", help="regenerate (or --check) the config.pbtxt files from hybridrec/spec.py")
     sp.add_argument("--repo", default=DEFAULT_REPO)

@@ -35,6 +35,7 @@ FIRST_ID = 2
 _WIRE = {"uint8": "UINT8", "int64": "INT64", "float32": "FP32", "int32": "INT32", "bool": "BOOL"}
 
 Dim = int | str  # an int is fixed; a str names a dynamic axis
+FIXED_AT_EXPORT = frozenset({"D"})  # named in the configs, but a constant of each exported model
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,10 @@ class TensorSpec:
         return [(i + offset, d) for i, d in enumerate(self.dims)]
 
     def dynamic_axes(self, batched: bool = True) -> dict[int, str]:
-        """ONNX dynamic axes, batch axis included."""
+        """ONNX dynamic axes, batch axis included. The embedding width D is open in the configs (it is a training
+        choice) but fixed in each exported graph."""
         axes = {0: "batch"} if batched else {}
-        axes.update({i: d for i, d in self.axes(batched) if isinstance(d, str)})
+        axes.update({i: d for i, d in self.axes(batched) if isinstance(d, str) and d not in FIXED_AT_EXPORT})
         return axes
 
     def check(self, array: np.ndarray, *, batched: bool = True) -> None:
@@ -285,6 +287,17 @@ WARMUP: dict[str, dict[str, int]] = {
 }  # built from catalog embeddings at export time (no torch module)
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, *CATALOG_MODELS, RANK, RECOMMEND)}
+
+# TensorRT optimisation profiles: (min, opt, max) per dynamic axis; "batch" is bounded by each model's max batch.
+# They cover what the client sends (histories padded to HISTORY_LENGTH, up to 256 candidates per `rank` request).
+TRT_RANGES: dict[str, tuple[int, int, int]] = {
+    "N": (1, 50, 256),
+    "L": (1, HISTORY_LENGTH, 4 * HISTORY_LENGTH),
+    "C": (RETRIEVAL_DEPTH, RETRIEVAL_DEPTH, RETRIEVAL_DEPTH),
+}
+# Models served as TensorRT plans in the `plan` config set. `topk` is not: its K is a request input, and TensorRT's
+# TopK needs K at build time; it keeps the onnxruntime config in every set.
+TRT_PLAN_MODELS = ("image_encoder", "sequence_encoder", "fusion_head", "retrieval")
 
 
 def model_spec(name: str) -> ModelSpec:

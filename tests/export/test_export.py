@@ -59,7 +59,7 @@ def test_committed_configs_match_the_spec() -> None:
 
 def test_every_config_parses_as_triton_model_config() -> None:
     files = sorted(REPO.rglob("*.pbtxt"))
-    assert len(files) == 7
+    assert len(files) == sum(k.endswith(".pbtxt") for k in expected_files()) >= 7
     for f in files:
         cfg = parse(f.read_text())
         assert cfg.name == f.parent.name or cfg.name == f.parent.parent.name
