@@ -267,6 +267,12 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     return loadtest_main(args.rest)
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    from hybridrec.loadtests.latency import main as latency_main
+
+    return latency_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridrec", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -364,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=cmd_loadtest)
+
+    sp = sub.add_parser("latency", help="single-request latency of rank and recommend (a benchmark)", add_help=False)
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=cmd_latency)
     return p
 
 

@@ -36,8 +36,6 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import gevent
@@ -47,19 +45,23 @@ from locust import User, between, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner
 
-from hybridrec import spec
 from hybridrec.client.client import RecommenderClient, RecommenderError, ServerUnavailableError
+from hybridrec.loadtests.payloads import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_PAYLOADS,
+    PoolKey,
+    RankPayload,
+    build_payloads,
+)
 
 grpc.experimental.gevent.init_gevent()  # before any channel exists: makes gRPC calls cooperative under gevent
 
+_POOLS: dict[PoolKey, list[RankPayload]] = {}  # one payload pool per process
+
 log = logging.getLogger("hybridrec.loadtests")
 
-DEFAULT_CANDIDATES = 50
-DEFAULT_PAYLOADS = 32
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_MAX_UNAVAILABLE = 5
-MIN_HISTORY = 5  # users with fewer ratings say little about themselves; skip them
-POPULAR_POOL = 4  # candidates are drawn from the POPULAR_POOL * N most popular movies the user has not seen
 
 
 def default_repo() -> str:
@@ -69,103 +71,40 @@ def default_repo() -> str:
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any, **_: Any) -> None:
     group = parser.add_argument_group("hybridrec", "options of the hybridrec rank load test")
-    group.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
-                       help="Triton protocol; --host is then the gRPC (8001) or HTTP (8000) address")
+    group.add_argument(
+        "--protocol",
+        choices=("grpc", "http"),
+        default="grpc",
+        help="Triton protocol; --host is then the gRPC (8001) or HTTP (8000) address",
+    )
     group.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="movies ranked per request (N)")
-    group.add_argument("--repo", default=default_repo(),
-                       help="model repository (or folder) holding artifacts.json; default $HYBRIDREC_REPO or "
-                       "model_repository")
+    group.add_argument(
+        "--repo",
+        default=default_repo(),
+        help="model repository (or folder) holding artifacts.json; default $HYBRIDREC_REPO or model_repository",
+    )
     group.add_argument("--data", default="", help="MovieLens folder (default: hybridrec.data.resolve_data_dir())")
-    group.add_argument("--payloads", type=int, default=DEFAULT_PAYLOADS,
-                       help="distinct (history, candidates) requests prepared per process")
-    group.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S,
-                       help="client timeout per request, seconds")
-    group.add_argument("--max-unavailable", type=int, default=DEFAULT_MAX_UNAVAILABLE,
-                       help="quit the run after this many consecutive 'server unavailable' errors")
+    group.add_argument(
+        "--payloads",
+        type=int,
+        default=DEFAULT_PAYLOADS,
+        help="distinct (history, candidates) requests prepared per process",
+    )
+    group.add_argument(
+        "--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, help="client timeout per request, seconds"
+    )
+    group.add_argument(
+        "--max-unavailable",
+        type=int,
+        default=DEFAULT_MAX_UNAVAILABLE,
+        help="quit the run after this many consecutive 'server unavailable' errors",
+    )
 
 
 def _option(environment: Environment, name: str, default: Any) -> Any:
     opts = environment.parsed_options
     value = getattr(opts, name, None) if opts is not None else None
     return default if value is None else value
-
-
-# --- payloads -----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RankPayload:
-    """One ready `rank` request: spec-named arrays with the batch axis (batch 1 = one user)."""
-
-    user_id: int
-    movie_ids: tuple[int, ...]  # the N candidates, in request order
-    arrays: dict[str, np.ndarray]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
-
-@dataclass(frozen=True)
-class PoolKey:
-    repo: str
-    data: str
-    candidates: int
-    payloads: int
-    seed: int = 0
-
-
-_POOLS: dict[PoolKey, list[RankPayload]] = {}
-
-
-def build_payloads(
-    repo: str | Path, data: str | Path | None = None, *, candidates: int = DEFAULT_CANDIDATES,
-    payloads: int = DEFAULT_PAYLOADS, seed: int = 0,
-) -> list[RankPayload]:
-    """``payloads`` rank requests from real users: each user's history (most recent items, encoded with the repo's
-    artifacts) and ``candidates`` popular movies that user has not rated, with real posters where the movie has one."""
-    from hybridrec.data import load_movielens, resolve_data_dir
-    from hybridrec.preprocessing import Artifacts, ItemCatalog, encode_history
-
-    if candidates < 1:
-        raise ValueError(f"--candidates must be >= 1, got {candidates}")
-    if payloads < 1:
-        raise ValueError(f"--payloads must be >= 1, got {payloads}")
-    artifacts = Artifacts.load(repo)
-    dataset = load_movielens(resolve_data_dir(data or None))
-    catalog = ItemCatalog(dataset, artifacts)
-    histories = {u: h for u, h in dataset.histories().items() if len(h) >= MIN_HISTORY}
-    if not histories:
-        raise ValueError(f"{dataset.root}: no user with >= {MIN_HISTORY} ratings")
-    ids, counts = np.unique(dataset.ratings.movie_ids, return_counts=True)
-    order = np.lexsort((ids, -counts))  # most rated first, ties by movieId
-    popular = [int(m) for m in ids[order] if int(m) in catalog]
-    # Posters are the heavy part of a request; prefer movies that have one, so the payload carries real pixels.
-    with_poster = [m for m in popular if dataset.movies[m].poster is not None]
-    ranked = with_poster + [m for m in popular if dataset.movies[m].poster is None]
-    if len(ranked) < candidates:
-        raise ValueError(f"--candidates {candidates} but the catalog has only {len(ranked)} rated movies")
-
-    rng = random.Random(seed)
-    users = sorted(histories)
-    chosen = rng.sample(users, payloads) if payloads <= len(users) else [rng.choice(users) for _ in range(payloads)]
-    pool: list[RankPayload] = []
-    for user in chosen:
-        seen = {int(m) for m in histories[user]}
-        unseen: list[int] = []
-        for m in ranked:
-            if m not in seen:
-                unseen.append(m)
-                if len(unseen) >= POPULAR_POOL * candidates:
-                    break
-        if len(unseen) < candidates:  # a user who rated nearly everything: allow seen movies
-            unseen += [m for m in ranked if m not in unseen][: candidates - len(unseen)]
-        movie_ids = rng.sample(unseen, candidates)
-        items = catalog.features(movie_ids)
-        arrays = {"history": encode_history(histories[user].tolist(), artifacts)[None]}
-        arrays.update({name: np.ascontiguousarray(a[None]) for name, a in items.items()})
-        for t in spec.RANK.inputs:  # fail here, once, rather than on every request
-            t.check(arrays[t.name])
-        pool.append(RankPayload(user, tuple(movie_ids), arrays))
-    return pool
 
 
 def payload_pool(environment: Environment) -> list[RankPayload]:
@@ -180,8 +119,14 @@ def payload_pool(environment: Environment) -> list[RankPayload]:
         t0 = time.perf_counter()
         pool = build_payloads(key.repo, key.data or None, candidates=key.candidates, payloads=key.payloads)
         _POOLS[key] = pool
-        log.info("prepared %d rank payloads (N=%d, %.1f MB each) from %s in %.1f s", len(pool), key.candidates,
-                 pool[0].nbytes / 1e6, key.data or "the default data pack", time.perf_counter() - t0)
+        log.info(
+            "prepared %d rank payloads (N=%d, %.1f MB each) from %s in %.1f s",
+            len(pool),
+            key.candidates,
+            pool[0].nbytes / 1e6,
+            key.data or "the default data pack",
+            time.perf_counter() - t0,
+        )
     return _POOLS[key]
 
 
@@ -209,7 +154,7 @@ def _address(host: str | None) -> str:
     addr = (host or "").strip()
     for scheme in ("http://", "https://", "grpc://"):
         if addr.lower().startswith(scheme):
-            addr = addr[len(scheme):]
+            addr = addr[len(scheme) :]
     return addr.rstrip("/")
 
 
@@ -296,8 +241,13 @@ class TritonUser(User):
         limit = int(_option(self.environment, "max_unavailable", DEFAULT_MAX_UNAVAILABLE))
         if limit > 0 and cls._unavailable_streak >= limit and not cls._quitting:
             cls._quitting = True
-            log.error("server %s (%s) unavailable for %d consecutive calls, stopping the run: %s",
-                      self.address, self.protocol, cls._unavailable_streak, exc)
+            log.error(
+                "server %s (%s) unavailable for %d consecutive calls, stopping the run: %s",
+                self.address,
+                self.protocol,
+                cls._unavailable_streak,
+                exc,
+            )
             runner = self.environment.runner
             if runner is not None:
                 # From a separate greenlet: quit() stops every user, this one included, and must not be cut short

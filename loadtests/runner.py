@@ -145,11 +145,31 @@ def run_locust(
     stats_csv.unlink(missing_ok=True)  # never summarise a previous run's file
     seconds = max(1, math.ceil(run_time_s))
     cmd = [
-        str(locust_executable()), "-f", str(LOCUSTFILE), "--headless",
-        "-u", str(users), "-r", str(spawn_rate), "-t", f"{seconds}s",
-        "--host", host, "--csv", str(prefix), "--html", str(out / "locust.html"),
-        "--only-summary", "--stop-timeout", "5", "--exit-code-on-error", "0",
-        "--protocol", protocol, "--candidates", str(candidates),
+        str(locust_executable()),
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "-t",
+        f"{seconds}s",
+        "--host",
+        host,
+        "--csv",
+        str(prefix),
+        "--html",
+        str(out / "locust.html"),
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        "--exit-code-on-error",
+        "0",
+        "--protocol",
+        protocol,
+        "--candidates",
+        str(candidates),
     ]
     if repo is not None:
         cmd += ["--repo", str(repo)]
@@ -160,8 +180,9 @@ def run_locust(
     limit = seconds + OUTER_MARGIN_S
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         try:
             code = proc.wait(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -208,8 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or DEFAULT_REPORTS / time.strftime("%Y%m%d-%H%M%S")
     try:
         summary = run_locust(
-            args.host, users=args.users, spawn_rate=args.spawn_rate, run_time_s=args.run_time,
-            protocol=args.protocol, candidates=args.candidates, repo=args.repo, data=args.data, out_dir=out,
+            args.host,
+            users=args.users,
+            spawn_rate=args.spawn_rate,
+            run_time_s=args.run_time,
+            protocol=args.protocol,
+            candidates=args.candidates,
+            repo=args.repo,
+            data=args.data,
+            out_dir=out,
         )
     except LoadTestError as e:
         print(f"load test failed: {e}", file=sys.stderr)
