@@ -108,6 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
+        cache_config=f"local,size={args.cache_size}" if args.cache_size else None,
+        # explicit control lets `hybridrec catalog add --url` reload the catalog models without a restart
+        model_control_mode="explicit",
+        extra_args=["--load-model=*"],
     )
     stop = {"now": False}
 
@@ -167,10 +171,11 @@ def query(
 def cmd_query(args: argparse.Namespace) -> int:
     catalog = _catalog(args.repo, args.data)
     history = [int(x) for x in args.history.split(",")] if args.history else None
+    user = None if history is not None else args.user
     if args.recommend:
-        recommend(args.url, args.protocol, catalog, args.user, history, args.top)
+        recommend(args.url, args.protocol, catalog, user, history, args.top)
     else:
-        query(args.url, args.protocol, catalog, args.user, history, args.candidates, args.top)
+        query(args.url, args.protocol, catalog, user, history, args.candidates, args.top)
     return 0
 
 
@@ -239,8 +244,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with TritonServer(Path(args.repo)) as server:
         t3 = time.time()
         print(f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url} (bundled={server.binary.bundled})")
-        print(f"[4/4] ranking for user {args.user} through the `rank` ensemble", flush=True)
-        query(server.grpc_url, "grpc", _catalog(args.repo, str(data_dir)), args.user, None, args.candidates, args.top)
+        print(f"[4/4] ranking for user {args.user} through the `rank` and `recommend` ensembles", flush=True)
+        catalog = _catalog(args.repo, str(data_dir))
+        query(server.grpc_url, "grpc", catalog, args.user, None, args.candidates, args.top)
+        print()
+        recommend(server.grpc_url, "grpc", catalog, args.user, None, args.top)
     t4 = time.time()
     print(
         f"done in {t4 - t0:.0f}s (train {t1 - t0:.0f}s, export {t2 - t1:.0f}s, server start {t3 - t2:.0f}s, "
@@ -390,3 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as e:  # missing data, run or model files: say what to do, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
