@@ -1,26 +1,39 @@
-"""Locust load test of the `rank` ensemble over Triton gRPC or HTTP, with requests built from the real data pack.
+"""Locust load test of the served models over Triton gRPC or HTTP, with requests built from the real data pack.
 
-Run it headless and bounded through ``hybridrec loadtest -- --host 127.0.0.1:8001`` (``loadtests/runner.py``), or
-directly::
+Users (pick them by class name at the end of the locust command line; locust runs every class when none is named):
+
+* ``MixedUser``: the realistic mix, ``recommend`` : ``rank`` : ``encode_items`` = 10 : 3 : 1 (see :data:`MIX`);
+* ``RecommendUser``: one user's history + k=10 -> the `recommend` ensemble (top-10 of the whole catalog);
+* ``RankUser``: one user's history + N real candidate movies (posters + metadata) -> the `rank` ensemble;
+* ``EncodeItemsUser``: N=16 real catalog movies (posters + metadata) -> the `image_encoder` model.
+
+Each request is reported under its workload's name (``recommend``, ``rank``, ``encode_items``), so a mixed run's
+stats have one row per endpoint. Run it headless and bounded through ``hybridrec loadtest -- --host 127.0.0.1:8001
+--user-classes MixedUser`` (``loadtests/runner.py``, also distributed and as a sweep of user counts), or directly::
 
     locust -f loadtests/locustfile.py --headless -u 4 -r 4 -t 30s --host 127.0.0.1:8001 \\
-        --protocol grpc --candidates 50 --repo model_repository
+        --protocol grpc --candidates 50 --repo model_repository MixedUser
 
 ``--host`` is ``host:port`` without a scheme (an ``http://`` prefix is stripped): 8001 is Triton's gRPC port,
-8000 its HTTP port. Custom options: ``--protocol grpc|http``, ``--candidates N`` (items ranked per request),
-``--repo`` (model repository holding ``artifacts.json``; default ``$HYBRIDREC_REPO`` or ``model_repository``),
-``--data`` (MovieLens folder; default :func:`hybridrec.data.resolve_data_dir`), ``--payloads`` (distinct requests
-prepared per process), ``--request-timeout`` and ``--max-unavailable``.
+8000 its HTTP port. Custom options: ``--protocol grpc|http``, ``--candidates N`` (items ranked per `rank` request),
+``--items N`` (movies per encode_items request), ``--k K`` (movies per `recommend` answer), ``--repo`` (model
+repository holding ``artifacts.json``; default ``$HYBRIDREC_REPO`` or ``model_repository``), ``--data`` (MovieLens
+folder; default :func:`hybridrec.data.resolve_data_dir`), ``--payloads`` (distinct requests prepared per workload
+and process), ``--request-timeout`` and ``--max-unavailable``. In a distributed run give the workers the same custom
+options as the master (``runner.py`` does): each worker builds its own payloads at import, before it connects to
+the master, so that the master's run time is not spent on them.
 
 Design:
 
 * gRPC under gevent: ``grpc.experimental.gevent.init_gevent()`` runs at import, before any channel exists (locust has
   already monkey-patched by then); without it every user's call blocks the whole process and users are serialised.
 * One :class:`~hybridrec.client.client.RecommenderClient` per user, created in ``on_start`` and closed in ``on_stop``.
-* A pool of request payloads is built ONCE PER PROCESS (``events.init``), not per user: real user histories from the
-  ratings, and for each of them ``N`` unseen popular movies with their real posters and metadata, already encoded
-  into the spec's tensors. A task only picks a random payload and sends it, so the load generator spends no time in
-  preprocessing, and different payloads keep a response cache from answering instead of the models.
+* A pool of request payloads is built ONCE PER PROCESS (``events.init``), not per user, and only for the workloads
+  of the selected user classes (``hybridrec.loadtests.payloads``): real user histories from the ratings, ``N``
+  unseen popular movies per rank request and ``N`` catalog movies per encode_items request, with their real posters
+  and metadata, already encoded into the spec's tensors. A task only picks a random payload and sends it, so the
+  load generator spends no time in preprocessing, and different payloads keep a response cache from answering
+  instead of the models.
 * Closed loop, no think time (``wait_time = between(0, 0)``): each user sends its next request as soon as the previous
   one is answered, so ``users`` is the concurrency and the measured req/s is the throughput at that concurrency.
   (``constant_throughput`` would cap the rate instead, which hides the server's limit.)
@@ -30,10 +43,12 @@ Design:
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -41,22 +56,25 @@ from typing import Any, ClassVar
 import gevent
 import grpc.experimental.gevent
 import numpy as np
-from locust import User, between, events, task
+from locust import TaskSet, User, between, events
 from locust.env import Environment
 from locust.runners import MasterRunner
 
+from hybridrec import spec
 from hybridrec.client.client import RecommenderClient, RecommenderError, ServerUnavailableError
 from hybridrec.loadtests.payloads import (
     DEFAULT_CANDIDATES,
+    DEFAULT_ITEMS,
     DEFAULT_PAYLOADS,
+    WORKLOADS,
+    Payload,
+    PayloadPool,
     PoolKey,
-    RankPayload,
-    build_payloads,
 )
 
 grpc.experimental.gevent.init_gevent()  # before any channel exists: makes gRPC calls cooperative under gevent
 
-_POOLS: dict[PoolKey, list[RankPayload]] = {}  # one payload pool per process
+_POOLS: dict[PoolKey, PayloadPool] = {}  # one payload pool per process and options
 
 log = logging.getLogger("hybridrec.loadtests")
 
@@ -70,14 +88,16 @@ def default_repo() -> str:
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any, **_: Any) -> None:
-    group = parser.add_argument_group("hybridrec", "options of the hybridrec rank load test")
+    group = parser.add_argument_group("hybridrec", "options of the hybridrec load test")
     group.add_argument(
         "--protocol",
         choices=("grpc", "http"),
         default="grpc",
         help="Triton protocol; --host is then the gRPC (8001) or HTTP (8000) address",
     )
-    group.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="movies ranked per request (N)")
+    group.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="movies ranked per rank request")
+    group.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="movies embedded per encode_items request")
+    group.add_argument("--k", type=int, default=spec.DEFAULT_K, help="movies asked per recommend request")
     group.add_argument(
         "--repo",
         default=default_repo(),
@@ -88,7 +108,7 @@ def _add_options(parser: Any, **_: Any) -> None:
         "--payloads",
         type=int,
         default=DEFAULT_PAYLOADS,
-        help="distinct (history, candidates) requests prepared per process",
+        help="distinct requests prepared per workload and process",
     )
     group.add_argument(
         "--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT_S, help="client timeout per request, seconds"
@@ -101,43 +121,65 @@ def _add_options(parser: Any, **_: Any) -> None:
     )
 
 
-def _option(environment: Environment, name: str, default: Any) -> Any:
-    opts = environment.parsed_options
-    value = getattr(opts, name, None) if opts is not None else None
+def _opt(options: Any, name: str, default: Any) -> Any:
+    """An option from parsed options (``None``, or an option left unset, gives ``default``)."""
+    value = getattr(options, name, None)
     return default if value is None else value
 
 
-def payload_pool(environment: Environment) -> list[RankPayload]:
-    """This process's payloads for the environment's options, built on first use and then shared by all users."""
+def _option(environment: Environment, name: str, default: Any) -> Any:
+    return _opt(environment.parsed_options, name, default)
+
+
+def _pool(options: Any) -> PayloadPool:
+    """This process's payload pool for parsed options (locust's, or :func:`_prepare_before_connecting`'s)."""
     key = PoolKey(
-        repo=str(_option(environment, "repo", default_repo())),
-        data=str(_option(environment, "data", "")),
-        candidates=int(_option(environment, "candidates", DEFAULT_CANDIDATES)),
-        payloads=int(_option(environment, "payloads", DEFAULT_PAYLOADS)),
+        repo=str(_opt(options, "repo", default_repo())),
+        data=str(_opt(options, "data", "")),
+        candidates=int(_opt(options, "candidates", DEFAULT_CANDIDATES)),
+        payloads=int(_opt(options, "payloads", DEFAULT_PAYLOADS)),
+        items=int(_opt(options, "items", DEFAULT_ITEMS)),
+        k=int(_opt(options, "k", spec.DEFAULT_K)),
     )
     if key not in _POOLS:
-        t0 = time.perf_counter()
-        pool = build_payloads(key.repo, key.data or None, candidates=key.candidates, payloads=key.payloads)
-        _POOLS[key] = pool
-        log.info(
-            "prepared %d rank payloads (N=%d, %.1f MB each) from %s in %.1f s",
-            len(pool),
-            key.candidates,
-            pool[0].nbytes / 1e6,
-            key.data or "the default data pack",
-            time.perf_counter() - t0,
-        )
+        _POOLS[key] = PayloadPool(key)
     return _POOLS[key]
+
+
+def payload_pool(environment: Environment) -> PayloadPool:
+    """This process's payloads for the environment's options, shared by all users; each workload's list is built on
+    its first use (see :func:`_prepare_pool`)."""
+    return _pool(environment.parsed_options)
 
 
 @events.init.add_listener
 def _prepare_pool(environment: Environment, **_: Any) -> None:
-    # Built before the run (and its -t timer) starts; a master of a distributed run sends no requests itself.
+    # Built before the run (and its -t timer) starts, for the selected users' workloads only; a master of a
+    # distributed run sends no requests itself.
     if isinstance(environment.runner, MasterRunner):
         return
-    if not any(issubclass(u, RankUser) for u in environment.user_classes):
-        return
-    payload_pool(environment)
+    wanted = {w for u in environment.user_classes if issubclass(u, TritonUser) for w in u.workloads}
+    pool = payload_pool(environment)
+    for workload in (w for w in WORKLOADS if w in wanted):
+        payloads = pool.get(workload)
+        log.info(
+            "%d %s payloads (%.1f kB each) from %s, built in %.1f s",
+            len(payloads),
+            workload,
+            payloads[0].nbytes / 1e3,
+            pool.key.data or "the default data pack",
+            pool.build_seconds[workload],
+        )
+    # The event loop caches its clock, and building the payloads blocked it for seconds: without this update the
+    # `-t` timer, started next, counts from the stale time and the run ends that much early.
+    gevent.get_hub().loop.update_now()
+
+
+def _prepare(pool: PayloadPool, wanted: set[str]) -> None:
+    """Build the ``wanted`` workloads' payloads now, in a fixed order (those built already are kept)."""
+    for workload in WORKLOADS:
+        if workload in wanted:
+            pool.get(workload)
 
 
 @events.quitting.add_listener
@@ -170,11 +212,26 @@ def _length(result: Any) -> int:
     return 0
 
 
+def _answer(client: RecommenderClient, payload: Payload) -> dict[str, np.ndarray]:
+    """Send one prepared payload; RecommenderError unless every output has the expected leading shape and is finite."""
+    out = client.infer(payload.model, payload.arrays)
+    for name, a in out.items():
+        if a.shape[: len(payload.expect)] != payload.expect:
+            raise RecommenderError(f"{payload.model}: output '{name}' has shape {a.shape}, expected {payload.expect}")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise RecommenderError(f"{payload.model}: output '{name}' is not finite")
+    return out
+
+
 class TritonUser(User):
-    """A Locust user holding one RecommenderClient; :meth:`call` times one request and reports it to locust."""
+    """A Locust user holding one RecommenderClient; :meth:`call` times one request and reports it to locust.
+
+    The workload methods (:meth:`recommend`, :meth:`rank`, :meth:`encode_items`) are not tasks here; the concrete
+    users below pick them (with weights) in ``tasks`` and name them in ``workloads``, the payloads they need."""
 
     abstract = True
     wait_time = between(0, 0)  # closed loop, as fast as possible per user: users = concurrency (see module doc)
+    workloads: ClassVar[tuple[str, ...]] = ()
 
     # Consecutive 'unavailable' errors in this process (all users): greenlets switch only at I/O, so no lock needed.
     _unavailable_streak: ClassVar[int] = 0
@@ -254,18 +311,84 @@ class TritonUser(User):
                 # by this greenlet's own GreenletExit.
                 gevent.spawn(runner.quit)
 
+    # --- workloads: one random prepared payload per request, reported under the workload's name ---
+    def send(self, workload: str) -> None:
+        payloads = payload_pool(self.environment).get(workload)
+        self.call(workload, lambda client: _answer(client, random.choice(payloads)))
+
+    def recommend(self) -> None:
+        """Top-k of the whole catalog for a real user's history (`recommend` ensemble)."""
+        self.send("recommend")
+
+    def rank(self) -> None:
+        """N unseen popular movies with posters and metadata scored for a real user (`rank` ensemble)."""
+        self.send("rank")
+
+    def encode_items(self) -> None:
+        """Embeddings of N catalog movies from their posters and metadata (`image_encoder`)."""
+        self.send("encode_items")
+
+
+# The realistic mix, in requests per 14 sent. `recommend` is what every home-page visit calls: the most frequent and
+# cheapest request (one GRU pass + catalog dot product + rerank of 100). `rank` runs when a user opens a shortlist
+# (a genre row, search results): fewer visits, but each sends N posters through the CNN, so 3 of them cost more CPU
+# than the 10 recommends. `encode_items` is the operator-side path that embeds new catalog movies (cold start):
+# rare next to user traffic, but heavy (16 posters), and it competes for the same image_encoder instance as `rank`.
+MIX: dict[str, int] = {"recommend": 10, "rank": 3, "encode_items": 1}
+
+
+def _tasks(weights: dict[str, int]) -> list[TaskSet | Callable[..., Any]]:
+    """Locust's task list for ``{workload: weight}``: each workload method repeated ``weight`` times (what locust
+    makes of a ``tasks`` dict)."""
+    return [getattr(TritonUser, w) for w, weight in weights.items() for _ in range(weight)]
+
+
+class MixedUser(TritonUser):
+    """recommend : rank : encode_items = 10 : 3 : 1 (see :data:`MIX`), one request per task."""
+
+    workloads = tuple(MIX)
+    tasks = _tasks(MIX)
+
+
+class RecommendUser(TritonUser):
+    """Only `recommend`: top-k for a real user's history."""
+
+    workloads = ("recommend",)
+    tasks = _tasks({"recommend": 1})
+
 
 class RankUser(TritonUser):
-    """Ranks N unseen popular movies for a real user per request (`rank` ensemble, random prepared payload)."""
+    """Only `rank`: N unseen popular movies scored for a real user."""
 
-    @task
-    def rank(self) -> None:
-        self.call("rank", self._rank)
+    workloads = ("rank",)
+    tasks = _tasks({"rank": 1})
 
-    def _rank(self, client: RecommenderClient) -> np.ndarray:
-        payload = random.choice(payload_pool(self.environment))
-        scores = client.infer("rank", payload.arrays)["scores"]
-        n = len(payload.movie_ids)
-        if scores.shape != (1, n) or not np.all(np.isfinite(scores)):
-            raise RecommenderError(f"rank: bad scores, shape {scores.shape} (expected (1, {n})) or not finite")
-        return scores
+
+class EncodeItemsUser(TritonUser):
+    """Only `encode_items`: N catalog movies through the image encoder."""
+
+    workloads = ("encode_items",)
+    tasks = _tasks({"encode_items": 1})
+
+
+USER_CLASSES: dict[str, type[TritonUser]] = {
+    u.__name__: u for u in (MixedUser, RecommendUser, RankUser, EncodeItemsUser)
+}
+
+
+def _prepare_before_connecting(argv: list[str]) -> None:
+    """Build a distributed worker's payloads at import, from its own command line.
+
+    A worker connects to its master before locust's ``init`` event, and a headless master starts the run (and its
+    ``-t`` timer) as soon as all workers are connected: payloads built in ``init`` would eat the first seconds of
+    the run. Built here, ``init`` finds them ready. Options given only through locust's environment variables or
+    config files are not seen here; ``init`` then builds the pool those options ask for, as in a local run."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _add_options(parser)
+    options, rest = parser.parse_known_args(argv)
+    named = [USER_CLASSES[a] for a in rest if a in USER_CLASSES] or list(USER_CLASSES.values())
+    _prepare(_pool(options), {w for u in named for w in u.workloads})
+
+
+if "--worker" in sys.argv[1:]:
+    _prepare_before_connecting(sys.argv[1:])

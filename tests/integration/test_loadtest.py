@@ -1,22 +1,47 @@
-"""Bounded headless Locust runs of the `rank` ensemble against the live tiny-model server, over gRPC and HTTP."""
+"""Bounded headless Locust runs against the live tiny-model server: `rank` over gRPC and HTTP, the mixed workload
+(recommend + rank + encode_items), Locust's distributed mode, and a latency-vs-throughput sweep."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 pytest.importorskip("locust")
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("tritonclient.http")
 
+from hybridrec.loadtests.payloads import WORKLOADS
 from hybridrec.loadtests.runner import LoadSummary, LoadTestError, main, run_locust
+from hybridrec.loadtests.sweep import PLOT_PNG, SWEEP_JSON, load_sweep
 from hybridrec.serving import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def grpc_run(exported_repo: Path, data_dir: Path, tmp_path: Path) -> Callable[..., LoadSummary]:
+    """run_locust over gRPC with the test repo, data and report folder bound; users spawn within a second."""
+
+    def run(host: str, users: int = 2, **options: Any) -> LoadSummary:
+        return run_locust(
+            host,
+            users=users,
+            spawn_rate=users,
+            protocol="grpc",
+            repo=exported_repo,
+            data=data_dir,
+            out_dir=tmp_path,
+            **options,
+        )
+
+    return run
 
 
 def _check_clean(summary: LoadSummary, out: Path, protocol: str) -> None:
@@ -28,20 +53,26 @@ def _check_clean(summary: LoadSummary, out: Path, protocol: str) -> None:
     assert summary.p50_ms <= summary.p95_ms <= summary.p99_ms
     saved = json.loads((out / "summary.json").read_text())
     assert saved == summary.to_json()
+    assert LoadSummary.from_json(saved) == summary
     assert (out / "locust.html").is_file()
+    assert sum(row.requests for row in summary.endpoints.values()) == summary.requests
 
 
-def test_rank_load_over_grpc(live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path) -> None:
-    summary = run_locust(
-        live_server.grpc_url,
-        users=2,
-        spawn_rate=2,
-        run_time_s=10,
-        protocol="grpc",
-        repo=exported_repo,
-        data=data_dir,
-        out_dir=tmp_path,
-    )
+def _alive(pids: list[int]) -> list[int]:
+    """The pids that are still a live locust process (a reused pid running something else does not count)."""
+    alive = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE and "locust" in " ".join(proc.cmdline()):
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def test_rank_load_over_grpc(live_server: TritonServer, grpc_run: Callable[..., LoadSummary], tmp_path: Path) -> None:
+    summary = grpc_run(live_server.grpc_url, run_time_s=10)
     _check_clean(summary, tmp_path, "grpc")
     assert summary.users == 2 and summary.run_time_s == 10
 
@@ -74,23 +105,71 @@ def test_rank_load_over_http_via_main(
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert printed.startswith("rank over http: ")
-    _check_clean(LoadSummary(**json.loads((tmp_path / "summary.json").read_text())), tmp_path, "http")
+    _check_clean(LoadSummary.from_json(json.loads((tmp_path / "summary.json").read_text())), tmp_path, "http")
 
 
-def test_unreachable_server_ends_the_run_by_itself(exported_repo: Path, data_dir: Path, tmp_path: Path) -> None:
+def test_mixed_workload_over_grpc(
+    live_server: TritonServer, grpc_run: Callable[..., LoadSummary], tmp_path: Path
+) -> None:
+    summary = grpc_run(live_server.grpc_url, run_time_s=10, user_classes=["MixedUser"])
+    _check_clean(summary, tmp_path, "grpc")
+    assert summary.user_classes == ("MixedUser",) and summary.label == "mixed"
+    assert set(summary.endpoints) == set(WORKLOADS), summary.endpoints
+    for name, row in summary.endpoints.items():
+        assert row.requests > 0 and row.failures == 0, (name, row)
+        assert math.isfinite(row.p99_ms) and row.p50_ms <= row.p99_ms, (name, row)
+    # The 10 : 3 : 1 mix: recommend is most of the requests (a check that stays far from flaky at ~100 requests).
+    counts = {name: row.requests for name, row in summary.endpoints.items()}
+    assert counts["recommend"] > counts["rank"] + counts["encode_items"], counts
+
+
+def test_distributed_run_leaves_no_process(
+    live_server: TritonServer, grpc_run: Callable[..., LoadSummary], tmp_path: Path
+) -> None:
+    pids: list[int] = []
+    summary = grpc_run(live_server.grpc_url, users=4, run_time_s=8, user_classes=["MixedUser"], workers=2, pids=pids)
+    assert len(pids) == 3  # one master, two workers
+    assert not _alive(pids), f"locust processes left running: {_alive(pids)}"
+    assert summary.workers == 2
+    assert summary.requests > 0 and summary.failures == 0, "\n".join(summary.lines())
+    assert all((tmp_path / f"locust-worker-{i}.log").is_file() for i in range(2))
+
+
+def test_sweep_via_main_writes_json_and_plot(
+    live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `hybridrec loadtest -- --sweep 2,1 ...`: one run per user count (sorted), then sweep.json and the plot.
+    # RecommendUser: the cheapest payloads to prepare, so the two short runs spend their time under load.
+    args = [
+        "--",
+        "--sweep",
+        "2,1",
+        "--host",
+        live_server.grpc_url,
+        "--user-classes",
+        "RecommendUser",
+        "--run-time",
+        "4",
+    ]
+    code = main([*args, "--repo", str(exported_repo), "--data", str(data_dir), "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    summaries = load_sweep(tmp_path / SWEEP_JSON)
+    assert [s.users for s in summaries] == [1, 2], printed
+    assert all(s.requests > 0 and s.failures == 0 and s.user_classes == ("RecommendUser",) for s in summaries), printed
+    saved = json.loads((tmp_path / SWEEP_JSON).read_text())
+    assert saved["host"] == live_server.grpc_url and saved["protocol"] == "grpc" and len(saved["points"]) == 2
+    png = (tmp_path / PLOT_PNG).read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+    assert all((tmp_path / f"users-{n}" / "summary.json").is_file() for n in (1, 2))
+
+
+def test_unreachable_server_ends_the_run_by_itself(grpc_run: Callable[..., LoadSummary]) -> None:
     port = free_port()  # nothing listens there
     t0 = time.monotonic()
+    summary: LoadSummary | None
     try:
-        summary = run_locust(
-            f"127.0.0.1:{port}",
-            users=2,
-            spawn_rate=2,
-            run_time_s=30,
-            protocol="grpc",
-            repo=exported_repo,
-            data=data_dir,
-            out_dir=tmp_path,
-        )
+        summary = grpc_run(f"127.0.0.1:{port}", run_time_s=30)
     except LoadTestError:
         summary = None
     elapsed = time.monotonic() - t0
