@@ -1,21 +1,30 @@
-"""Python client library of hybridrec's Triton ensembles (tritonclient gRPC/HTTP); installs without torch."""
+"""Python client library of hybridrec's Triton models (tritonclient gRPC/HTTP, sync and asyncio); installs without
+torch."""
 
+from hybridrec.client.aio import AsyncRecommenderClient
 from hybridrec.client.client import (
+    Health,
     InvalidRequestError,
     ModelNotFoundError,
     RankResult,
     RecommenderClient,
     RecommenderError,
+    RequestTimeoutError,
+    RetryPolicy,
     ScoredItem,
     ServerUnavailableError,
 )
 
 __all__ = [
+    "AsyncRecommenderClient",
+    "Health",
     "InvalidRequestError",
     "ModelNotFoundError",
     "RankResult",
     "RecommenderClient",
     "RecommenderError",
+    "RequestTimeoutError",
+    "RetryPolicy",
     "ScoredItem",
     "ServerUnavailableError",
 ]

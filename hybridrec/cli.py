@@ -172,10 +172,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     catalog = _catalog(args.repo, args.data)
     history = [int(x) for x in args.history.split(",")] if args.history else None
     user = None if history is not None else args.user
-    if args.recommend:
-        recommend(args.url, args.protocol, catalog, user, history, args.top)
-    else:
-        query(args.url, args.protocol, catalog, user, history, args.candidates, args.top)
+    from hybridrec.client import RecommenderError
+
+    try:
+        if args.recommend:
+            recommend(args.url, args.protocol, catalog, user, history, args.top)
+        else:
+            query(args.url, args.protocol, catalog, user, history, args.candidates, args.top)
+    except RecommenderError as e:  # server down, model missing, timeout: one line, no traceback
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,7 +9,8 @@ CODE = """
 import sys
 sys.modules['torch'] = None  # any 'import torch' now raises ImportError
 import hybridrec.client, hybridrec.preprocessing, hybridrec.spec, hybridrec.data, hybridrec.serving
-import hybridrec.serving_python, hybridrec.cli
+import hybridrec.serving_python, hybridrec.cli, hybridrec.client.aio
+from hybridrec.client.aio import AsyncRecommenderClient
 from hybridrec.client import RecommenderClient
 assert 'torch' not in {m.split('.')[0] for m in sys.modules if sys.modules[m] is not None}
 print('ok')
