@@ -1,0 +1,386 @@
+"""Unit tests for hybridrec.training.evaluation on tiny synthetic data (values checked by hand)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hybridrec.data import Movie, MovieLensData, Ratings
+from hybridrec.training.evaluation import metrics as M
+from hybridrec.training.evaluation.baselines import (
+    EASE,
+    LOWEST,
+    ContentTFIDF,
+    ItemKNN,
+    Popularity,
+    SASRec,
+    Scorer,
+)
+from hybridrec.training.evaluation.recbole import export_recbole, read_recbole
+from hybridrec.training.evaluation.splits import (
+    TEST,
+    TRAIN,
+    VALID,
+    ItemIndex,
+    leave_one_out_split,
+    temporal_split,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def ratings_of(rows: list[tuple[int, int, float, int]]) -> Ratings:
+    """(userId, movieId, rating, timestamp) rows, in the given (unsorted) order."""
+    u, m, r, t = zip(*rows, strict=True)
+    return Ratings(
+        user_ids=np.array(u, dtype=np.int64),
+        movie_ids=np.array(m, dtype=np.int64),
+        ratings=np.array(r, dtype=np.float32),
+        timestamps=np.array(t, dtype=np.int64),
+    )
+
+
+def dataset(rows: list[tuple[int, int, float, int]], movies: dict[int, Movie] | None = None) -> MovieLensData:
+    ratings = ratings_of(rows)
+    if movies is None:
+        ids = sorted(set(ratings.movie_ids.tolist()))
+        movies = {m: Movie(m, f"Movie {m} (2000)", ("Drama",), 2000) for m in ids}
+    return MovieLensData("ml-latest", Path("."), movies, ratings.chronological())
+
+
+# user 1: movie 10 first, then 30 and 20 in the same second (tie -> ascending movieId: 20, 30), then 40
+# user 2: two ratings (train only); user 3: three ratings
+ROWS = [
+    (1, 30, 4.0, 100),
+    (2, 10, 3.0, 50),
+    (1, 40, 5.0, 200),
+    (3, 20, 1.0, 10),
+    (1, 20, 2.5, 100),
+    (1, 10, 4.5, 5),
+    (3, 10, 4.0, 20),
+    (2, 20, 5.0, 60),
+    (3, 30, 3.5, 30),
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# splits
+
+
+def test_leave_one_out_tie_break_roles_and_determinism() -> None:
+    split = leave_one_out_split(dataset(ROWS))
+    assert split.train[1].tolist() == [10, 20] and split.valid[1] == 30 and split.test[1] == 40
+    assert split.train[2].tolist() == [10, 20] and 2 not in split.valid and 2 not in split.test
+    assert split.train[3].tolist() == [20] and (split.valid[3], split.test[3]) == (10, 30)
+    assert split.role.tolist().count(VALID) == split.role.tolist().count(TEST) == 2
+    pairs = zip(split.ratings.user_ids.tolist(), split.ratings.movie_ids.tolist(), strict=True)
+    roles = dict(zip(pairs, split.role.tolist(), strict=True))
+    assert roles[(1, 30)] == VALID and roles[(1, 40)] == TEST and roles[(2, 20)] == TRAIN
+    shuffled = leave_one_out_split(dataset([ROWS[i] for i in np.random.default_rng(3).permutation(len(ROWS))]))
+    assert {u: s.tolist() for u, s in shuffled.train.items()} == {u: s.tolist() for u, s in split.train.items()}
+    assert (shuffled.valid, shuffled.test) == (split.valid, split.test)
+
+
+def test_leave_one_out_matches_training_split() -> None:
+    from hybridrec.training.train import leave_one_out
+
+    data = dataset(ROWS)
+    train, valid, test = leave_one_out(data.histories())
+    split = leave_one_out_split(data)
+    assert {u: s.tolist() for u, s in train.items()} == {u: s.tolist() for u, s in split.train.items()}
+    assert (valid, test) == (split.valid, split.test)
+
+
+def test_indexed_split_stages_and_item_index() -> None:
+    data = dataset(ROWS)
+    items = ItemIndex.from_data(data)
+    assert items.index([40, 10]).tolist() == [3, 0]
+    with pytest.raises(KeyError, match="99"):
+        items.index([10, 99])
+    ix = leave_one_out_split(data).indexed(items)
+    users, hist, targets = ix.stage("valid")
+    assert users == [1, 3] and hist[1].tolist() == [0, 1] and targets == {1: 2, 3: 0}
+    users, hist, targets = ix.stage("test")
+    assert hist[1].tolist() == [0, 1, 2] and hist[3].tolist() == [1, 0] and targets == {1: 3, 3: 2}
+
+
+def test_temporal_split_cut_tie_break_and_labels() -> None:
+    # 20 ratings, all at timestamp 7: the order is then (userId, movieId)
+    rows = [(u, m, 4.0 if (u + m) % 2 else 3.5, 7) for u in (2, 1) for m in range(10, 0, -1)]
+    split = temporal_split(ratings_of(rows))
+    assert (len(split.train), len(split.valid), len(split.test)) == (14, 3, 3)
+    assert split.train.user_ids[:10].tolist() == [1] * 10 and split.train.movie_ids[:3].tolist() == [1, 2, 3]
+    assert split.test.movie_ids.tolist() == [8, 9, 10] and split.test.user_ids.tolist() == [2, 2, 2]
+    assert split.labels[2].tolist() == [False, True, False]  # (2, 8): 3.5, (2, 9): 4.0, (2, 10): 3.5
+    again = temporal_split(ratings_of(rows[::-1]))
+    assert np.array_equal(again.valid.movie_ids, split.valid.movie_ids)
+    by_time = temporal_split(ratings_of([(1, 1, 5.0, 3), (1, 2, 1.0, 1), (2, 3, 4.0, 2)]), (1 / 3, 2 / 3))
+    assert [len(p) for p in (by_time.train, by_time.valid, by_time.test)] == [1, 1, 1]
+    assert (by_time.train.movie_ids[0], by_time.test.movie_ids[0]) == (2, 1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ranking metrics
+
+
+def test_ranks_and_metric_values_by_hand() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [0.1, 0.9, 0.5, 0.3]], dtype=np.float32)
+    ranks = M.target_ranks(scores.copy(), [2, 2])
+    assert ranks.tolist() == [1, 1]
+    ranks = M.target_ranks(scores, [2, 0], [np.array([1]), np.array([1, 0])])  # row 2: target 0 is never masked
+    assert ranks.tolist() == [0, 2]
+    assert np.isneginf(scores[0, 1]) and scores[1, 0] == np.float32(0.1)
+    v = M.ranking_values(np.array([0, 1, 9, 10]), k=10)
+    assert v["hr@10"].tolist() == [1, 1, 1, 0]
+    assert np.allclose(v["ndcg@10"], [1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0])
+    assert np.allclose(v["mrr@10"], [1.0, 0.5, 0.1, 0.0])
+
+
+def test_ties_count_against_the_target() -> None:
+    ranks = M.target_ranks(np.array([[1.0, 1.0, 1.0, 0.0], [2.0, 2.0, 2.0, 2.0]]), [0, 3], [[], [0]])
+    assert ranks.tolist() == [2, 2]  # row 2: the masked item 0 is not a competitor
+    # a target the scorer cannot rank at all gets the worst rank among the unmasked items
+    assert M.target_ranks(np.array([[-np.inf, 1.0, -np.inf, 0.0]]), [0], [[2]]).tolist() == [2]
+    with pytest.raises(ValueError, match="NaN"):
+        M.target_ranks(np.array([[np.nan, 1.0]]), [0])
+
+
+def test_evaluate_ranking_chunks_masks_and_slices() -> None:
+    rng = np.random.default_rng(0)
+    table = rng.random((7, 12)).astype(np.float32)
+    hist = {u: rng.choice(12, 4, replace=False) for u in range(7)}
+    targets = {u: int(next(i for i in range(12) if i not in hist[u])) for u in range(7)}
+
+    def score(users, histories):  # type: ignore[no-untyped-def]
+        return table[list(users)].copy()
+
+    one = M.evaluate_ranking(score, list(range(7)), hist, targets, chunk_size=1)
+    many = M.evaluate_ranking(score, [6, 0, 3, 1, 2, 5, 4], hist, targets, chunk_size=256)
+    assert np.array_equal(one.ranks, many.ranks) and many.users.tolist() == list(range(7))
+    for u in range(7):
+        masked = table[u].copy()
+        masked[hist[u]] = -np.inf
+        assert one.ranks[u] == int((masked > masked[targets[u]]).sum())
+    assert set(one.summary()) == {"hr@10", "ndcg@10", "mrr@10", "users"}
+    train = {0: np.array([1, 1, 2]), 1: np.array([1, 3])}
+    cold = M.cold_item_users(train, {0: 3, 1: 2, 2: 1, 3: 0}, num_items=4, threshold=1)
+    assert cold.tolist() == [0, 1, 3]  # item 1 has 2 training users
+    assert one.subset(cold).users.tolist() == [0, 1, 3]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# significance
+
+
+def test_student_t_and_paired_t_test() -> None:
+    assert M.student_t_two_sided(2.228138851986, 10) == pytest.approx(0.05, abs=1e-9)
+    assert M.student_t_two_sided(1.0, 1) == pytest.approx(0.5, abs=1e-12)  # Cauchy
+    assert M.student_t_two_sided(0.0, 7) == pytest.approx(1.0)
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    res = M.paired_test(a + np.array([1.0, 0.0, 2.0, 1.0, 1.0]), a)  # d = 1, 0, 2, 1, 1: mean 1, sd sqrt(.5)
+    assert res.t_statistic == pytest.approx(1.0 / math.sqrt(0.5 / 5))
+    same = M.paired_test(a, a)
+    assert (same.t_pvalue, same.wilcoxon_pvalue) == (1.0, 1.0)
+    rng = np.random.default_rng(1)
+    x = rng.random(200)
+    assert M.paired_test(x + 0.2 + rng.normal(0, 0.05, 200), x).t_pvalue < 1e-10
+    assert M.paired_test(x + rng.normal(0, 0.05, 200), x).t_pvalue > 0.01
+
+
+def test_wilcoxon_exact_and_normal_with_ties() -> None:
+    assert M.paired_test([1.0, 2, 3, 4, 5], [0.0] * 5).wilcoxon_pvalue == pytest.approx(2 / 32)
+    assert M.paired_test([1.0, 2, 3, 4, 5, 6], [0.0] * 6).wilcoxon_pvalue == pytest.approx(2 / 64)
+    exact = M.paired_test([1.0, -2, 3, 4, 5], [0.0] * 5)  # W- = 2: P(W+ <= 2) = 3/32 (sums 0, 1, 2)
+    assert (exact.wilcoxon_statistic, exact.wilcoxon_pvalue) == (2.0, pytest.approx(6 / 32))
+    # 20 x (+1), 5 x (-1): all |d| tied at mid-rank 13, W- = 65, mean 162.5, var 1381.25 - 325 = 32.5**2, z = -3
+    tied = M.paired_test([1.0] * 20 + [-1.0] * 5, [0.0] * 25)
+    assert tied.wilcoxon_statistic == 65.0
+    assert tied.wilcoxon_pvalue == pytest.approx(math.erfc(3 / math.sqrt(2)), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# classification
+
+
+def test_auc_with_ties_and_thresholds() -> None:
+    assert M.auc([0.1, 0.4, 0.4, 0.8], [0, 0, 1, 1]) == pytest.approx(0.875)
+    assert M.auc([0.5, 0.5, 0.5], [1, 0, 1]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        M.auc([0.1, 0.2], [1, 1])
+    assert M.best_f1_threshold([0.9, 0.8, 0.3, 0.2], [1, 1, 0, 0]) == pytest.approx(0.8)
+    assert M.best_f1_threshold([0.9, 0.8, 0.3, 0.2], [1, 1, 0, 1]) == pytest.approx(0.2)  # 6/7 beats 4/5
+    m = M.binary_metrics([0.9, 0.8, 0.3, 0.2], [1, 0, 1, 0], threshold=0.5)
+    assert m == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "accuracy": 0.5}
+    assert M.all_positive_f1([1, 1, 0, 0]) == pytest.approx(2 / 3)
+    rep = M.classification_report([0.9, 0.1], [1, 0], [0.95, 0.5, 0.05], [1, 1, 0])
+    assert rep["threshold"] == pytest.approx(0.9) and rep["recall"] == 0.5 and rep["auc"] == 1.0
+    assert rep["all_positive_f1"] == pytest.approx(0.8)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# baselines
+
+
+def test_popularity() -> None:
+    pop = Popularity().fit({1: np.array([0, 1, 0]), 2: np.array([0]), 3: np.array([0, 2])}, 4)
+    s = pop.score([1, 2], [np.array([0]), np.array([])])
+    assert s.dtype == np.float32 and s.shape == (2, 4) and s[1].tolist() == [3.0, 1.0, 1.0, 0.0]
+
+
+# users 1-3 consumed items 0 and 1; user 3 also item 2; user 4 items 2 and 3 (item 4: no training interaction)
+TOY = {1: np.array([0, 1]), 2: np.array([1, 0]), 3: np.array([0, 1, 2]), 4: np.array([2, 3])}
+
+
+def test_item_knn_cosine_and_neighbourhood() -> None:
+    knn = ItemKNN(k=10).fit(TOY, 5)
+    s = knn.score([9], [np.array([0])])[0]
+    cos02 = 1 / (math.sqrt(3) * math.sqrt(2))
+    assert s.dtype == np.float32 and np.allclose(s, [0.0, 1.0, cos02, 0.0, 0.0])
+    two = knn.score([9], [np.array([0, 3])])[0]  # sum over the history: item 2 gets sim(0,2) + sim(3,2)
+    assert two[2] == pytest.approx(cos02 + 1 / math.sqrt(2))
+    # k = 1: item 2's only neighbour is item 3 (cosine 0.71 > 0.41), so history [0] no longer reaches item 2
+    assert np.allclose(ItemKNN(k=1).fit(TOY, 5).score([9], [np.array([0])])[0], [0.0, 1.0, 0.0, 0.0, 0.0])
+    tuned = ItemKNN(grid=(1, 2)).fit(TOY, 5, valid={4: 1}, movies=None)  # unknown side keys are ignored
+    assert set(tuned.tuning) == {1, 2} and tuned.k in (1, 2)
+
+
+def _ease_reference(train: dict[int, np.ndarray], num_items: int, lam: float, history: np.ndarray) -> np.ndarray:
+    active = np.flatnonzero(np.bincount(np.concatenate(list(train.values())), minlength=num_items) > 0)
+    x = np.zeros((len(train), len(active)))
+    for r, s in enumerate(train.values()):
+        x[r, np.searchsorted(active, np.unique(s))] = 1
+    p = np.linalg.inv(x.T @ x + lam * np.eye(len(active)))
+    b = np.eye(len(active)) - p / np.diag(p)[None, :]
+    h = np.zeros(len(active))
+    h[np.searchsorted(active, history)] = 1
+    out = np.full(num_items, LOWEST)
+    out[active] = h @ b
+    return out
+
+
+@pytest.mark.parametrize("n_items", [6, 40])  # 6 items < 12 users: primal; 40 items > 12 users: dual (Woodbury)
+def test_ease_matches_the_closed_form(n_items: int) -> None:
+    rng = np.random.default_rng(n_items)
+    train = {u: rng.choice(n_items - 1, 4, replace=False) for u in range(12)}  # the last item is never trained
+    ease = EASE(lam=3.0).fit(train, n_items)
+    assert ease.dual == (n_items > 12)
+    hist = np.array([0, 2])
+    got = ease.score([0], [hist])[0]
+    assert got.dtype == np.float32 and got[-1] == np.float32(LOWEST)
+    assert np.allclose(got, _ease_reference(train, n_items, 3.0, hist), atol=1e-5)
+
+
+def test_ease_known_answer_and_tuning() -> None:
+    ease = EASE(lam=0.5).fit(TOY, 5)
+    s = ease.score([9], [np.array([0])])[0]
+    assert int(np.argmax(np.where(np.arange(5) == 0, -np.inf, s))) == 1  # item 1 always co-occurs with item 0
+    tuned = EASE(grid=(1.0, 10.0)).fit(TOY, 5, valid={1: 1, 4: 3})
+    assert set(tuned.tuning) == {1.0, 10.0} and tuned.lam in (1.0, 10.0)
+
+
+def test_content_tfidf() -> None:
+    movies: list[Movie | None] = [
+        Movie(1, "A", ("Sci-Fi",), 2000, overview="A space ship crew.", cast=("Ann Lee",)),
+        Movie(2, "B", ("Sci-Fi",), 2001, overview="Space ship battle.", directors=("Bo Yu",)),
+        Movie(3, "C", ("Comedy",), 2002, overview="A wedding romance."),
+        None,
+    ]
+    content = ContentTFIDF().fit({}, 4, movies=movies)
+    s = content.score([1, 2], [np.array([0]), np.array([])])
+    assert s.shape == (2, 4) and s.dtype == np.float32
+    assert s[0, 0] == pytest.approx(1.0) and s[0, 1] > s[0, 2] == 0.0 and s[0, 3] == 0.0
+    assert not s[1].any()  # no history: no profile
+    with pytest.raises(ValueError, match="movies"):
+        ContentTFIDF().fit({}, 4)
+
+
+def test_one_driver_fits_every_scorer_with_the_same_side_information() -> None:
+    movies = [Movie(i, f"M{i}", ("Drama",) if i % 2 else ("Comedy",), 2000) for i in range(5)]
+    side = {"valid": {1: 2, 2: 2}, "movies": movies}
+    scorers: list[Scorer] = [Popularity(), ItemKNN(grid=(1, 3)), EASE(grid=(1.0, 5.0)), ContentTFIDF()]
+    for scorer in scorers:
+        fitted = scorer.fit(TOY, 5, **side)
+        res = M.evaluate_ranking(fitted.score, [1, 2], {1: TOY[1], 2: TOY[2]}, {1: 2, 2: 2})
+        assert res.users.tolist() == [1, 2] and 0.0 <= res.summary()["ndcg@10"] <= 1.0, scorer.name
+
+
+def _sequences(n_users: int, n_items: int, length: int) -> dict[int, np.ndarray]:
+    # each user walks the item ring from a random start: next item = current + 1 (learnable)
+    rng = np.random.default_rng(0)
+    return {u: (int(rng.integers(n_items)) + np.arange(length)) % n_items for u in range(n_users)}
+
+
+def test_sasrec_windows_cover_every_prefix_once() -> None:
+    model = SASRec(max_len=4)
+    train = {1: np.arange(11), 2: np.array([5]), 3: np.array([7, 8])}
+    x, y = model._windows(train, np.random.default_rng(0))
+    pairs = sorted((int(a) - 1, int(b) - 1) for a, b in zip(x.ravel(), y.ravel(), strict=True) if b > 0)
+    assert pairs == sorted([(i, i + 1) for i in range(10)] + [(7, 8)])
+    assert np.all((x > 0) == (y > 0))  # right-padded: inputs and targets end together
+
+
+def test_sasrec_trains_one_epoch_and_scores_all_items() -> None:
+    seqs = _sequences(24, 30, 12)
+    train = {u: s[:-2] for u, s in seqs.items()}
+    valid = {u: int(s[-2]) for u, s in seqs.items()}
+    model = SASRec(epochs=1, threads=1, dim=16, batch_size=8).fit(train, 30, valid=valid)
+    assert model.epochs_run == 1 and model.best_epoch == 1 and "val_ndcg@10" in model.history[0]
+    s = model.score([0, 1, 2], [train[0], train[1][:3], np.array([], dtype=np.int64)])
+    assert s.shape == (3, 30) and s.dtype == np.float32 and np.isfinite(s).all()
+    hist = {u: np.append(train[u], valid[u]) for u in seqs}
+    res = M.evaluate_ranking(model.score, sorted(seqs), hist, {u: int(s[-1]) for u, s in seqs.items()})
+    assert res.summary()["users"] == 24
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RecBole export
+
+
+def test_sasrec_learns_a_next_item_rule() -> None:
+    # next item = current + 1 on a ring: only a model reading the last position of its history ranks it first
+    seqs = _sequences(24, 30, 12)
+    train = {u: s[:-2] for u, s in seqs.items()}
+    valid = {u: int(s[-2]) for u, s in seqs.items()}
+    model = SASRec(epochs=8, threads=1, dim=16, batch_size=8, dropout=0.0, lr=1e-2).fit(train, 30, valid=valid)
+    hist = {u: np.append(train[u], valid[u]) for u in seqs}
+    res = M.evaluate_ranking(model.score, sorted(seqs), hist, {u: int(s[-1]) for u, s in seqs.items()})
+    assert res.summary()["mrr@10"] > 0.8
+
+
+def test_recbole_round_trip(tmp_path: Path) -> None:
+    movies = {m: Movie(m, f"Title {m} (1999)", ("Science Fiction", "Drama"), 1999) for m in (10, 20, 30, 40, 50)}
+    data = dataset(ROWS, movies)
+    split = leave_one_out_split(data)
+    folder = export_recbole(data, tmp_path, "toy")
+    assert folder == tmp_path / "toy"
+    header = (folder / "toy.train.inter").read_text().splitlines()[0]
+    assert header == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    back = read_recbole(folder, "toy")
+    train: dict[int, list[int]] = {}
+    for row in back["train"]:
+        train.setdefault(int(row["user_id"]), []).append(int(row["item_id"]))
+    assert train == {u: s.tolist() for u, s in split.train.items()}
+    assert {int(r["user_id"]): int(r["item_id"]) for r in back["valid"]} == split.valid
+    assert {int(r["user_id"]): int(r["item_id"]) for r in back["test"]} == split.test
+    row = next(r for r in back["test"] if r["user_id"] == "1")
+    assert (float(row["rating"]), float(row["timestamp"])) == (5.0, 200.0)
+    # RecBole concatenates the files and sorts stably by (user, timestamp): the order must stay ours
+    rows = [
+        (int(r["user_id"]), float(r["timestamp"]), int(r["item_id"]))
+        for p in ("train", "valid", "test")
+        for r in back[p]
+    ]
+    order = sorted(range(len(rows)), key=lambda i: (rows[i][0], rows[i][1]))
+    assert [rows[i][2] for i in order if rows[i][0] == 1] == [10, 20, 30, 40]
+    assert [r["item_id"] for r in back["item"]] == ["10", "20", "30", "40", "50"]
+    assert back["item"][0]["genre"] == "Science_Fiction Drama" and back["item"][0]["title"] == "Title 10 (1999)"
+    seq = read_recbole(export_recbole(data, tmp_path, "toyseq", sequential=True, max_len=2), "toyseq")
+    assert [(r["item_id_list"], r["item_id"]) for r in seq["test"]] == [("20 30", "40"), ("20 10", "30")]
+    assert [(r["user_id"], r["item_id_list"], r["item_id"]) for r in seq["train"]] == [
+        ("1", "10", "20"),
+        ("2", "10", "20"),
+    ]
+    assert seq["valid"][0]["item_id_list"] == "10 20"
