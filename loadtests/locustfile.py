@@ -260,7 +260,8 @@ class TritonUser(User):
         if not self.address:
             raise RecommenderError("no --host given (host:port of Triton's gRPC or HTTP endpoint)")
         timeout = float(_option(self.environment, "request_timeout", DEFAULT_REQUEST_TIMEOUT_S))
-        return RecommenderClient(self.address, self.protocol, timeout_s=timeout)
+        # no client-side retries: a load test must see (and count) a failing server at once
+        return RecommenderClient(self.address, self.protocol, timeout_s=timeout, retries=0)
 
     # --- requests ---
     def call(self, name: str, fn: Callable[[RecommenderClient], Any]) -> Any:

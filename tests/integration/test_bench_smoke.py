@@ -4,6 +4,7 @@ benchmark measures, it does not judge (docs/performance.md holds the numbers of 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,7 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-pytest.importorskip("locust")
+# Never import locust here: importing it gevent-patches this whole pytest process (threads become greenlets,
+# grpc.aio hangs). The runs below start locust in subprocesses.
+if importlib.util.find_spec("locust") is None:
+    pytest.skip("locust is not installed", allow_module_level=True)
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 

@@ -112,7 +112,8 @@ def test_cold_start_item_is_added_without_restart_and_recommended(cold_server, e
             _eager_user(eager, history), history, CatalogEmbeddings.load(repo), _fusion(eager), 10
         )
         np.testing.assert_allclose(scores, want_scores, rtol=0, atol=1e-4)
-        assert set(after.tolist()) == set(want_ids.tolist())
+        # same movies, but for a tie at the cut-off (the duplicate ties with its source; others can tie too)
+        assert len(set(after.tolist()) ^ set(want_ids.tolist())) <= 2
         # the same new movie scored directly through `rank`, from its poster + metadata alone
         got = client.rank_items(history_movies, [(movie[1], movie[2])])
     with torch.no_grad():

@@ -21,3 +21,12 @@ def test_client_imports_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_test_process_is_not_gevent_patched() -> None:
+    """Importing locust in pytest would gevent-patch every test (threads become greenlets): load tests must run
+    locust in subprocesses only."""
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    assert monkey is None or not monkey.is_module_patched("socket")
