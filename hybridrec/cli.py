@@ -391,7 +391,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Subcommands that own their whole argument list (argparse's REMAINDER would not pass leading --options on).
+PASSTHROUGH = {"loadtest": "hybridrec.loadtests.runner", "latency": "hybridrec.loadtests.latency"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        import importlib
+
+        rest = argv[1:]
+        return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(rest[1:] if rest[:1] == ["--"] else rest))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
