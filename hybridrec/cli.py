@@ -275,18 +275,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    from hybridrec.loadtests.runner import main as loadtest_main
-
-    return loadtest_main(args.rest)
-
-
-def cmd_latency(args: argparse.Namespace) -> int:
-    from hybridrec.loadtests.latency import main as latency_main
-
-    return latency_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hybridrec", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true")
@@ -383,11 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
         "loadtest", help="bounded headless Locust run (arguments after -- go to the runner)", add_help=False
     )
     sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=cmd_loadtest)
+    sp.set_defaults(func=None)  # dispatched in main() (PASSTHROUGH); listed here for --help
 
     sp = sub.add_parser("latency", help="single-request latency of rank and recommend (a benchmark)", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=cmd_latency)
+    sp.set_defaults(func=None)
     return p
 
 
