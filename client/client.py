@@ -256,21 +256,6 @@ def _module(protocol: str, aio: bool) -> ModuleType:
     return importlib.import_module(f"tritonclient.{protocol}{'.aio' if aio else ''}")
 
 
-def _wire(dtype: np.dtype) -> str:
-    names = {
-        "uint8": "UINT8",
-        "int64": "INT64",
-        "float32": "FP32",
-        "int32": "INT32",
-        "float64": "FP64",
-        "bool": "BOOL",
-        "float16": "FP16",
-        "int8": "INT8",
-        "int16": "INT16",
-    }
-    return names.get(np.dtype(dtype).name, "BYTES")
-
-
 def poster_pixels(source: PosterSource, image: ImageSpec, position: int) -> np.ndarray | None:
     """UINT8 [C, H, W] pixels of one poster source; InvalidRequestError naming ``position`` if it is unusable."""
     if source is None:
@@ -364,7 +349,7 @@ class ClientCore:
     def _raw_inputs(self, arrays: dict[str, np.ndarray]) -> list[Any]:
         inputs = []
         for name, a in arrays.items():
-            x = self._mod.InferInput(name, list(a.shape), _wire(a.dtype))
+            x = self._mod.InferInput(name, list(a.shape), spec.wire_dtype(a.dtype))
             x.set_data_from_numpy(np.ascontiguousarray(a))
             inputs.append(x)
         return inputs

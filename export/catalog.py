@@ -89,22 +89,9 @@ def encode_catalog(repo: str | Path, catalog: ItemCatalog, batch: int = 256) -> 
     encoder = ItemEncoder(repo, batch)
     vocab = list(art.item_ids)
     cold = [m for m in catalog.data.movies if art.item_index(m) == spec.UNK_ID]
+    embedded = [encoder(feats) for feats in catalog.iter_features(vocab + cold)]
+    emb = np.concatenate([np.zeros((2, embedded[0].shape[1]), np.float32), *embedded])  # PAD, UNK: never served
     movie_ids = np.array([-1, -1, *vocab, *cold], dtype=np.int64)
-    chunks = []
-    for start in range(0, len(movie_ids), 2048):  # bounded memory: posters are decoded chunk by chunk
-        rows = movie_ids[start : start + 2048]
-        feats = [
-            item_features(ItemMetadata(), None, art, spec.PAD_ID)
-            if m < 0
-            else item_features(
-                ItemMetadata.of(catalog.data.movies[int(m)]), catalog.poster(int(m)), art, art.item_index(int(m))
-            )
-            for m in rows
-        ]
-        chunks.append(encoder(stack_items(feats)))
-        catalog.clear_posters()
-    emb = np.concatenate(chunks)
-    emb[:2] = 0.0
     log.info("catalog: %d vocabulary rows, %d cold movies, width %d", len(vocab), len(cold), emb.shape[1])
     return CatalogEmbeddings(emb, movie_ids)
 

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -342,9 +342,16 @@ class ItemCatalog:
             self._posters[movie_id] = arr
         return self._posters[movie_id]
 
-    def clear_posters(self) -> None:
-        """Drop decoded posters (a full catalog pass would otherwise hold every poster in memory)."""
-        self._posters.clear()
+    def iter_features(self, movie_ids: Sequence[int], chunk: int = 2048) -> Iterator[dict[str, np.ndarray]]:
+        """features() of many movies, ``chunk`` at a time; decoded posters are dropped after each chunk, so a pass
+        over the whole catalog never holds every poster in memory."""
+        for start in range(0, len(movie_ids), chunk):
+            yield self.features(movie_ids[start : start + chunk])
+            self._posters.clear()
+
+    def empty_features(self, item_index: int, count: int = 1) -> dict[str, np.ndarray]:
+        """[count, ...] item tensors of an item with nothing known (the PAD and UNK rows)."""
+        return stack_items([item_features(ItemMetadata(), None, self.artifacts, item_index)] * count)
 
     def features(self, movie_ids: Sequence[int]) -> dict[str, np.ndarray]:
         """[N, ...] item tensors for catalog movies; raises KeyError naming unknown movie ids."""

@@ -32,7 +32,23 @@ PAD_ID = 0
 UNK_ID = 1
 FIRST_ID = 2
 
-_WIRE = {"uint8": "UINT8", "int64": "INT64", "float32": "FP32", "int32": "INT32", "bool": "BOOL"}
+# numpy dtype name -> Triton wire name (the extra ones let tests send deliberately wrong dtypes).
+_WIRE = {
+    "uint8": "UINT8",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "bool": "BOOL",
+}
+
+
+def wire_dtype(dtype: np.dtype | str) -> str:
+    """Triton's wire name of a numpy dtype ("BYTES" for anything else)."""
+    return _WIRE.get(np.dtype(dtype).name, "BYTES")
 
 Dim = int | str  # an int is fixed; a str names a dynamic axis
 FIXED_AT_EXPORT = frozenset({"D"})  # named in the configs, but a constant of each exported model
@@ -52,7 +68,7 @@ class TensorSpec:
     @property
     def wire_dtype(self) -> str:
         """Triton's wire name ("FP32"), used by tritonclient."""
-        return _WIRE[self.dtype]
+        return wire_dtype(self.dtype)
 
     @property
     def config_dtype(self) -> str:

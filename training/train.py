@@ -28,7 +28,7 @@ from torch import Tensor
 from hybridrec import spec
 from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
-from hybridrec.preprocessing import Artifacts, ItemMetadata, PosterError, decode_poster, fit_artifacts, item_features
+from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
 from hybridrec.training.config import ModelConfig, RunConfig
 from hybridrec.training.modules import NEG, HybridModel
 
@@ -62,24 +62,13 @@ class ItemTable:
     """Model inputs of every vocabulary item, as tensors indexed by item index (rows PAD and UNK are empty)."""
 
     def __init__(self, data: MovieLensData, artifacts: Artifacts) -> None:
-        rows = [self._row(data, artifacts, None, spec.PAD_ID), self._row(data, artifacts, None, spec.UNK_ID)]
-        rows += [self._row(data, artifacts, m, spec.FIRST_ID + i) for i, m in enumerate(artifacts.item_ids)]
+        catalog = ItemCatalog(data, artifacts)  # the same feature code as export and the client
+        parts = [catalog.empty_features(spec.PAD_ID), catalog.empty_features(spec.UNK_ID)]
+        parts += catalog.iter_features(list(artifacts.item_ids))
         self.tensors = {
-            t.name: torch.from_numpy(np.stack([r[t.name] for r in rows]).astype(t.np_dtype)) for t in spec.ITEM_INPUTS
+            t.name: torch.from_numpy(np.concatenate([p[t.name] for p in parts]).astype(t.np_dtype, copy=False))
+            for t in spec.ITEM_INPUTS
         }
-
-    @staticmethod
-    def _row(data: MovieLensData, artifacts: Artifacts, movie_id: int | None, index: int) -> dict[str, np.ndarray]:
-        movie = data.movies.get(movie_id) if movie_id is not None else None
-        if movie is None:
-            return item_features(ItemMetadata(), None, artifacts, index)
-        poster = None
-        if movie.poster is not None:
-            try:
-                poster = decode_poster(movie.poster, artifacts.image)
-            except PosterError as e:  # a corrupt poster is a missing poster, never a failed run
-                log.warning("%s", e)
-        return item_features(ItemMetadata.of(movie), poster, artifacts, index)
 
     def gather(self, index: Tensor) -> list[Tensor]:
         """Flat item tensors in spec order for the given item indices."""
