@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # CPU build on this project's machines (a local wheel); any torch >= 2.2 works elsewhere.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint unit clean
+.PHONY: install demo test lint unit evaluate clean
 
 $(BIN)/hybridrec: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(BIN)/hybridrec
 # Train on the real data -> export 3 ONNX models -> start tritonserver -> rank 200 movies for a user -> stop.
 demo: install
 	$(BIN)/hybridrec demo $(ARGS)
+
+# Every model, ablation and seed on ml-latest-small -> runs/evaluate and docs/results.md (about two hours on 2 cores;
+# interrupted runs resume from runs/evaluate/ranks).
+evaluate: install
+	$(BIN)/hybridrec evaluate --out runs/evaluate --docs docs/results.md $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -271,7 +271,38 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"dataset ready at {path} (posters are optional: put them in {path}/posters/<movieId>.jpg)")
         print(f"use it with --data {path} or HYBRIDREC_DATA={path}")
         return 0
-    print(yaml.safe_dump(summarize(load_movielens(resolve_data_dir(args.data))), sort_keys=False))
+    data = load_movielens(resolve_data_dir(args.data))
+    if args.data_cmd == "export-split":
+        from hybridrec.training.evaluation.recbole import export_recbole
+
+        folder = export_recbole(data, args.out, args.name, sequential=args.sequential)
+        print(f"RecBole atomic files of the leave-one-out split -> {folder}")
+        print(
+            f"use them with RecBole: dataset={args.name}, data_path={Path(args.out).resolve()}, "
+            "benchmark_filename=['train', 'valid', 'test']"
+        )
+        return 0
+    print(yaml.safe_dump(summarize(data), sort_keys=False))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hybridrec.configs import load_yaml
+    from hybridrec.data import load_movielens, resolve_data_dir
+    from hybridrec.training.evaluation.run import EvaluateConfig, evaluate
+
+    path = args.config or PRESETS / f"{args.preset}.yaml"
+    overrides = _overrides(args.set or [])
+    if args.models:
+        overrides["models"] = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.seeds:
+        overrides["seeds"] = [int(s) for s in args.seeds.split(",")]
+    cfg = load_yaml(EvaluateConfig, path, overrides)
+    data = load_movielens(resolve_data_dir(args.data))
+    metrics = evaluate(data, cfg, args.out, docs=args.docs, report_only=args.report_only)
+    for name, row in metrics["models"].items():
+        print(f"{name:>16}: NDCG@10 {row['ndcg@10'][0]:.4f} ± {row['ndcg@10'][1]:.4f}  HR@10 {row['hr@10'][0]:.4f}")
+    print(f"wrote {args.out}/metrics.json, results.md and plots" + (f"; table -> {args.docs}" if args.docs else ""))
     return 0
 
 
@@ -365,7 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--force", action="store_true")
     i = dsub.add_parser("info", help="summarise a dataset folder")
     i.add_argument("--data")
+    e = dsub.add_parser("export-split", help="write the leave-one-out split for external toolkits")
+    e.add_argument("--data")
+    e.add_argument("--format", choices=["recbole"], default="recbole")
+    e.add_argument("--out", default="runs/recbole", help="RecBole data_path")
+    e.add_argument("--name", default="ml-hybridrec", help="RecBole dataset name (folder and file prefix)")
+    e.add_argument("--sequential", action="store_true", help="item_id_list:token_seq rows (RecBole sequential models)")
     sp.set_defaults(func=cmd_data)
+
+    sp = sub.add_parser("evaluate", help="every model, ablation and seed on one split: metrics.json, table, plots")
+    sp.add_argument("--data")
+    sp.add_argument("--out", default="runs/evaluate", help="evaluation folder (per-seed results are cached there)")
+    sp.add_argument("--docs", help="also write the markdown table (and its plots) here, e.g. docs/results.md")
+    sp.add_argument("--config", help="YAML EvaluateConfig")
+    sp.add_argument("--preset", default="evaluate", choices=["evaluate", "evaluate-ci"], help="embedded config")
+    sp.add_argument("--models", help="comma-separated subset, e.g. 'Hybrid,EASE'")
+    sp.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. hybrid.optim.epochs=2")
+    sp.add_argument("--report-only", action="store_true", help="fit nothing: rebuild the table from cached results")
+    sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser(
         "loadtest", help="bounded headless Locust run (arguments after -- go to the runner)", add_help=False

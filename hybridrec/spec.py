@@ -50,6 +50,7 @@ def wire_dtype(dtype: np.dtype | str) -> str:
     """Triton's wire name of a numpy dtype ("BYTES" for anything else)."""
     return _WIRE.get(np.dtype(dtype).name, "BYTES")
 
+
 Dim = int | str  # an int is fixed; a str names a dynamic axis
 FIXED_AT_EXPORT = frozenset({"D"})  # named in the configs, but a constant of each exported model
 

@@ -120,15 +120,31 @@ class ImageEncoder(nn.Module):
         )
         return out.reshape(b, n, self.dim)
 
-    def image_features(self, poster: Tensor) -> Tensor:
+    def poster_features(self, poster: Tensor) -> Tensor:
+        """[M, 3, H, W] uint8 posters -> [M, C]: CNN regions pooled by spatial attention (before the projection).
+
+        Training caches these for the whole catalog once per epoch: the CNN is by far the dearest part on a CPU."""
         x = (poster.float() - self.mean) * self.inv_std
         if self.cfg.downsample > 1:
             x = F.avg_pool2d(x, self.cfg.downsample)
         pooled, _ = self.spatial(self.cnn(x))
-        return self.image_proj(pooled)
+        return pooled
+
+    def _bag(self, emb: nn.Embedding, ids: Tensor, weights: Tensor) -> Tensor:
+        """Weighted sum of embeddings [M, S] -> [M, E]. Training uses embedding_bag (its backward is far cheaper than
+        the gather's when the whole catalog is encoded each step); export keeps the plain gather, which every ONNX
+        runtime and TensorRT support. Both compute the same sum."""
+        if self.training:
+            return F.embedding_bag(ids, emb.weight, per_sample_weights=weights, mode="sum")
+        return (emb(ids) * weights.unsqueeze(-1)).sum(1)
 
     def encode(self, item_id: Tensor, poster: Tensor, meta: Tensor, people: Tensor, overview: Tensor) -> Tensor:
         """Flat items [M, ...] -> [M, D]."""
+        pooled = self.poster_features(poster) if self.cfg.use_image else None
+        return self.fuse(pooled, item_id, meta, people, overview)
+
+    def fuse(self, pooled: Tensor | None, item_id: Tensor, meta: Tensor, people: Tensor, overview: Tensor) -> Tensor:
+        """Attention fusion of the pooled poster features [M, C] (None: no image branch) with the metadata tokens."""
         meta = torch.where(torch.isnan(meta) | torch.isinf(meta), torch.zeros_like(meta), meta)
         genres = meta[:, : spec.GENRE_SLOTS]
         year = meta[:, spec.GENRE_SLOTS : spec.GENRE_SLOTS + 2]
@@ -138,14 +154,14 @@ class ImageEncoder(nn.Module):
 
         people = sanitize_ids(people, self.num_people)
         p_mask = (people >= spec.FIRST_ID).float()
-        p_sum = (self.people_emb(people) * p_mask.unsqueeze(-1)).sum(1)
+        p_sum = self._bag(self.people_emb, people, p_mask)
         p_cnt = p_mask.sum(1, keepdim=True)
         people_tok = self.people_proj(p_sum / p_cnt.clamp(min=1.0))
 
         words = sanitize_ids(overview, self.num_words)
         w = self.word_idf[words] * (words >= spec.FIRST_ID).float()  # TF-IDF weights (repeats add up: TF)
         w_sum = w.sum(1, keepdim=True)
-        text_tok = self.text_proj((self.word_emb(words) * w.unsqueeze(-1)).sum(1) / w_sum.clamp(min=1e-6))
+        text_tok = self.text_proj(self._bag(self.word_emb, words, w) / w_sum.clamp(min=1e-6))
 
         ids = sanitize_ids(item_id, self.num_items)
         has_id = ids >= spec.FIRST_ID
@@ -153,8 +169,8 @@ class ImageEncoder(nn.Module):
             has_id = has_id & (torch.rand(ids.shape, device=ids.device) >= self.cfg.id_dropout)
         id_tok = self.id_proj(self.id_emb(ids))
 
-        if self.cfg.use_image:
-            image_tok = self.image_features(poster)
+        if self.cfg.use_image and pooled is not None:
+            image_tok = self.image_proj(pooled)
         else:
             image_tok = torch.zeros_like(id_tok)
             has_poster = torch.zeros_like(has_poster)
@@ -192,23 +208,31 @@ class ImageEncoder(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """Bidirectional GRU/LSTM over the chronological history; forward and backward outputs are concatenated per step,
+    """Bidirectional GRU/LSTM over the chronological history (each step: the item's id embedding plus its projected
+    content embedding); forward and backward outputs are concatenated per step,
     pooled over the valid steps and passed through a dense layer.
 
     The backward direction runs a forward RNN over each history reversed *within its own length*, so padding appended
     after the last item never reaches either direction: the output is exactly invariant to padding."""
+
+    item_content: Tensor
 
     def __init__(self, cfg: SequenceEncoderConfig, dim: int, artifacts: Artifacts) -> None:
         super().__init__()
         self.cfg = cfg
         self.num_items = artifacts.num_items
         self.item_emb = nn.Embedding(self.num_items, cfg.embedding_dim)
+        # Item content in the sequence: a snapshot of the item tower's embeddings (posters, metadata, overview),
+        # refreshed by training once per epoch and exported as a constant, so the exported model's input stays ids.
+        self.register_buffer("item_content", torch.zeros(self.num_items, dim))
+        self.content_proj = nn.Linear(dim, cfg.embedding_dim) if cfg.use_content else None
         rnn = {"gru": nn.GRU, "lstm": nn.LSTM}.get(cfg.cell)
         if rnn is None:
             raise ValueError(f"sequence.cell must be 'gru' or 'lstm', got {cfg.cell!r}")
-        self.forward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True)
-        self.backward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True)
-        self.dense = nn.Linear(4 * cfg.hidden_dim, dim)
+        self.forward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True) if cfg.use_rnn else None
+        self.backward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True) if cfg.use_rnn else None
+        # ablation (use_rnn=False): the same mean + last pooling over the item embeddings themselves
+        self.dense = nn.Linear(4 * cfg.hidden_dim if cfg.use_rnn else 2 * cfg.embedding_dim, dim)
         xavier_init(self)
 
     def forward(self, history: Tensor) -> Tensor:
@@ -221,17 +245,30 @@ class SequenceEncoder(nn.Module):
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, L]
         length = (valid.long() * (pos + 1)).max(dim=1, keepdim=True).values  # last valid position + 1, [B, 1]
         rev = torch.where(pos < length, length - 1 - pos, pos.expand_as(ids))  # reverse inside the prefix
-        emb = self.item_emb(ids) * valid.unsqueeze(-1).float()
-        fwd, _ = self.forward_rnn(emb)
-        rev_idx = rev.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
-        bwd_rev, _ = self.backward_rnn(torch.gather(emb, 1, rev_idx))
-        bwd = torch.gather(bwd_rev, 1, rev.unsqueeze(-1).expand(-1, -1, bwd_rev.shape[-1]))
-        out = torch.cat([fwd, bwd], dim=-1)  # [B, L, 2H]
+        emb = self.item_emb(ids)
+        if self.content_proj is not None:
+            emb = emb + self.content_proj(self.item_content[ids])
+        emb = emb * valid.unsqueeze(-1).float()
+        out = emb if self.forward_rnn is None or self.backward_rnn is None else self._bidirectional(emb, rev)
         mask = valid.unsqueeze(-1).float()
         mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last_idx = (length - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])
         last = torch.gather(out, 1, last_idx).squeeze(1) * (length > 0).float()  # empty history -> zeros
         return self.dense(torch.cat([mean, last], dim=-1))
+
+    @torch.no_grad()
+    def set_item_content(self, item_embedding: Tensor) -> None:
+        """Snapshot the item tower's [num_items, D] embeddings as the sequence's content features."""
+        self.item_content.copy_(item_embedding.detach())
+        self.item_content[spec.PAD_ID].zero_()
+
+    def _bidirectional(self, emb: Tensor, rev: Tensor) -> Tensor:
+        assert self.forward_rnn is not None and self.backward_rnn is not None
+        fwd, _ = self.forward_rnn(emb)
+        rev_idx = rev.unsqueeze(-1).expand(-1, -1, emb.shape[-1])
+        bwd_rev, _ = self.backward_rnn(torch.gather(emb, 1, rev_idx))
+        bwd = torch.gather(bwd_rev, 1, rev.unsqueeze(-1).expand(-1, -1, bwd_rev.shape[-1]))
+        return torch.cat([fwd, bwd], dim=-1)  # [B, L, 2H]
 
 
 class ResidualBlock(nn.Module):
@@ -271,8 +308,9 @@ def _coder(d_in: int, hidden: int, d_out: int, cfg: FusionHeadConfig) -> nn.Sequ
 class FusionHead(nn.Module):
     """Enhanced autoencoder over the (item, user) pair plus the fusion layer sigma(W [F_cnn; F_rnn; F_ae] + b).
 
-    The autoencoder's input is [item; user; item * user], so its bottleneck F_ae carries the user-item interaction
-    that a linear fusion layer alone cannot express. The decoder is used only by the training loss (reconstruction
+    The autoencoder's input is [item; user; item * user]; F_ae is its bottleneck together with the interaction
+    item * user it encodes, so the linear fusion layer can express the user-item match (which [F_cnn; F_rnn] alone
+    cannot) and starts from the retrieval's dot product. The decoder is used only by the training loss (reconstruction
     MSE); serving runs encoder + fusion."""
 
     def __init__(self, cfg: FusionHeadConfig, dim: int) -> None:
@@ -280,8 +318,14 @@ class FusionHead(nn.Module):
         self.cfg = cfg
         self.encoder = _coder(3 * dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg)
         self.decoder = _coder(cfg.bottleneck_dim, cfg.hidden_dim, 3 * dim, cfg)
-        self.fusion = nn.Linear(2 * dim + cfg.bottleneck_dim, 1)
+        # F_ae = [bottleneck z ; item * user]: the interaction the autoencoder encodes, passed on beside its code
+        self.fusion = nn.Linear(3 * dim + cfg.bottleneck_dim, 1)
         xavier_init(self)
+        with torch.no_grad():
+            # Start the fusion layer at the retrieval score (weight 1 on item * user, 0 elsewhere), so that reranking
+            # the retrieved candidates starts from the dot-product order and learns corrections to it.
+            self.fusion.weight.zero_()
+            self.fusion.weight[0, 2 * dim + cfg.bottleneck_dim :] = 1.0
 
     @staticmethod
     def pair_features(user: Tensor, items: Tensor) -> Tensor:
@@ -292,8 +336,10 @@ class FusionHead(nn.Module):
         """user [B, D], items [B, N, D] -> (logits [B, N], autoencoder input [B, N, 3D], bottleneck [B, N, Z])."""
         x = self.pair_features(user_embedding, item_embedding)
         z = self.encoder(x)
+        if not self.cfg.use_autoencoder:  # ablation: F_ae is absent (zeros keep the exported I/O unchanged)
+            z = torch.zeros_like(z)
         u = user_embedding.unsqueeze(1).expand_as(item_embedding)
-        return self.fusion(torch.cat([item_embedding, u, z], dim=-1)).squeeze(-1), x, z
+        return self.fusion(torch.cat([item_embedding, u, z, item_embedding * u], dim=-1)).squeeze(-1), x, z
 
     def forward(self, user_embedding: Tensor, item_embedding: Tensor) -> Tensor:
         return torch.sigmoid(self.logits(user_embedding, item_embedding)[0])

@@ -1,9 +1,14 @@
 """Joint training of the three models on chronological next-item prediction.
 
 Split: per user, chronological leave-one-out (last item = test, second-to-last = validation, the rest = train).
-Objective: softmax cross-entropy of the fusion head's logits over the batch's targets (in-batch negatives) plus uniform
-catalog negatives, plus the autoencoder's reconstruction MSE. Adam with L2, dropout, Xavier init, early stopping on
-validation NDCG@10 (100 sampled negatives; full-catalog evaluation belongs to the evaluation command).
+Objective, per training prefix (every prefix of every user once per epoch):
+* retrieval: full softmax cross-entropy of user . item over the whole vocabulary (what `recommend` retrieves by);
+* reranking: softmax cross-entropy of the fusion head over the target, the retrieval's current hardest unseen
+  negatives and a few uniform ones (what `recommend` reranks);
+* the autoencoder's reconstruction MSE.
+Adam with L2, dropout, Xavier init; early stopping on validation NDCG@10, full ranking of the served pipeline.
+The poster CNN is the dearest part on a CPU, so the catalog's pooled CNN features are cached once per epoch and only
+`live_posters` targets per step run through the CNN with gradients.
 """
 
 from __future__ import annotations
@@ -102,52 +107,101 @@ class TrainResult:
     peak_rss_mb: float
 
 
-def _encode_all(model: HybridModel, table: ItemTable, batch: int = 512) -> Tensor:
-    model.eval()
+def poster_cache(model: HybridModel, table: ItemTable, batch: int = 512) -> Tensor | None:
+    """Pooled CNN features [I, C] of every item (no gradients); None when the image branch is off."""
+    enc = model.image_encoder
+    if not enc.cfg.use_image:
+        return None
     outs = []
     with torch.no_grad():
         for start in range(0, len(table), batch):
-            idx = torch.arange(start, min(start + batch, len(table)))
-            outs.append(model.image_encoder.encode(*table.gather(idx)))
+            outs.append(enc.poster_features(table.tensors["poster"][start : start + batch]))
     return torch.cat(outs)
 
 
-def sampled_ranking_metrics(
+def item_embeddings(model: HybridModel, table: ItemTable, pooled: Tensor | None) -> Tensor:
+    """[I, D] embeddings of every vocabulary item from cached (or live-patched) poster features."""
+    t = table.tensors
+    return model.image_encoder.fuse(pooled, t["item_id"], t["meta"], t["people"], t["overview"])
+
+
+def pipeline_scores(
     model: HybridModel,
-    item_emb: Tensor,
-    train: dict[int, np.ndarray],
+    user: Tensor,
+    items: Tensor,
+    seen: list[np.ndarray],
+    depth: int = spec.RETRIEVAL_DEPTH,
+    reserved: int = spec.FIRST_ID,
+) -> Tensor:
+    """What the `recommend` ensemble ranks by, as one score per item [B, I]: the dot-product retrieval's top `depth`
+    unseen items reranked by the fusion head (scores in (0, 1)), every other item below them in dot-product order.
+
+    Seen items and the `reserved` first rows (PAD/UNK in vocabulary order; 0 for catalog order) are left to the
+    caller's metric to mask; they are excluded from retrieval here, as the served `retrieval` model does."""
+    dot = user @ items.T  # [B, I]
+    masked = dot.clone()
+    masked[:, :reserved] = NEG
+    for r, s in enumerate(seen):
+        if len(s):
+            masked[r, torch.from_numpy(np.asarray(s, dtype=np.int64))] = NEG
+    top = masked.topk(min(depth, masked.shape[1]), dim=1).indices  # [B, K]
+    fused = model.fusion_head(user, items[top])  # sigmoid, [B, K]
+    out = dot - dot.max(dim=1, keepdim=True).values - 1.0  # every non-retrieved item below 0
+    return out.scatter(1, top, fused)
+
+
+def full_ranking_metrics(
+    model: HybridModel,
+    items: Tensor,
+    histories: dict[int, np.ndarray],
     targets: dict[int, int],
     length: int,
-    negatives: int,
-    seed: int,
     k: int = 10,
+    chunk: int = 128,
 ) -> dict[str, float]:
-    """HR@k / NDCG@k of each held-out item against `negatives` random unseen vocabulary items."""
-    rng = np.random.default_rng(seed)
-    users = [u for u in targets if targets[u] >= spec.FIRST_ID]
+    """NDCG@k / HR@k of each held-out vocabulary item against every vocabulary item, the history masked, for the
+    served pipeline (`pipeline`) and for the dot product alone (`dot`). Targets outside the vocabulary are skipped
+    here; the evaluation command ranks the whole catalog."""
+    users = [u for u in sorted(targets) if targets[u] >= spec.FIRST_ID]
+    out = {"users": float(len(users))}
     if not users:
-        return {"hr@10": 0.0, "ndcg@10": 0.0, "users": 0.0}
-    n_items = item_emb.shape[0]
-    hits, ndcg = [], []
+        return out | {"ndcg@10": 0.0, "hr@10": 0.0, "dot_ndcg@10": 0.0, "dot_hr@10": 0.0}
     model.eval()
+    ranks: dict[str, list[np.ndarray]] = {"": [], "dot_": []}
     with torch.no_grad():
-        for start in range(0, len(users), 256):
-            chunk = users[start : start + 256]
-            cands = np.empty((len(chunk), negatives + 1), dtype=np.int64)
-            for r, u in enumerate(chunk):
-                seen = set(train[u].tolist()) | {targets[u]}
-                neg: list[int] = []
-                while len(neg) < negatives:
-                    c = int(rng.integers(spec.FIRST_ID, n_items))
-                    if c not in seen:
-                        neg.append(c)
-                cands[r] = [targets[u], *neg]
-            user = model.sequence_encoder(pad_histories([train[u] for u in chunk], length))
-            logits, _, _ = model.fusion_head.logits(user, item_emb[torch.from_numpy(cands)])
-            rank = (logits[:, 1:] >= logits[:, :1]).sum(1)  # ties count against the target
-            hits += (rank < k).float().tolist()
-            ndcg += torch.where(rank < k, 1.0 / torch.log2(rank.float() + 2.0), torch.zeros_like(logits[:, 0])).tolist()
-    return {"hr@10": float(np.mean(hits)), "ndcg@10": float(np.mean(ndcg)), "users": float(len(users))}
+        for start in range(0, len(users), chunk):
+            part = users[start : start + chunk]
+            seen = [histories[u] for u in part]
+            user = model.sequence_encoder(pad_histories(seen, length))
+            tgt = torch.tensor([targets[u] for u in part])
+            for name, scores in (("", pipeline_scores(model, user, items, seen)), ("dot_", user @ items.T)):
+                scores = scores.clone()
+                scores[:, : spec.FIRST_ID] = -torch.inf
+                target_score = scores[torch.arange(len(part)), tgt].clone()
+                for r, s in enumerate(seen):
+                    idx = torch.from_numpy(np.asarray(s, dtype=np.int64))
+                    scores[r, idx[idx != tgt[r]]] = -torch.inf
+                rank = (scores > target_score.unsqueeze(1)).sum(1) + (scores == target_score.unsqueeze(1)).sum(1) - 1
+                ranks[name].append(rank.numpy())
+    for name, parts in ranks.items():
+        r = np.concatenate(parts).astype(np.float64)
+        out[f"{name}hr@{k}"] = float(np.mean(r < k))
+        out[f"{name}ndcg@{k}"] = float(np.mean(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)))
+    return out
+
+
+def _epoch_examples(
+    train_seq: dict[int, np.ndarray], users: list[int], cap: int | None, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """(user, target position) pairs: every training prefix once (or `cap` random ones per user), shuffled."""
+    examples = []
+    for u in users:
+        positions = np.arange(1, len(train_seq[u]))
+        if cap is not None and len(positions) > cap:
+            positions = rng.choice(positions, cap, replace=False)
+        examples += [(u, int(t)) for t in positions]
+    rng.shuffle(examples)
+    return examples
 
 
 def train(
@@ -206,41 +260,76 @@ def train(
     hist_len = cfg.data.history_length
     users = [u for u, s in train_seq.items() if len(s) >= 2]
     n_items = len(table)
+    use_ae = cfg.model.fusion.use_autoencoder
     for epoch in range(start_epoch, o.epochs):
-        model.train()
         rng = np.random.default_rng(o.seed * 1000 + epoch)
-        examples = []
-        for u in users:
-            seq = train_seq[u]
-            positions = np.arange(1, len(seq))
-            if len(positions) > cfg.data.targets_per_user:
-                positions = rng.choice(positions, cfg.data.targets_per_user, replace=False)
-            examples += [(u, int(t)) for t in positions]
-        rng.shuffle(examples)
+        examples = _epoch_examples(train_seq, users, cfg.data.targets_per_user, rng)
+        cache = poster_cache(model, table)
+        model.eval()
+        with torch.no_grad():  # this epoch's content features of the history items (see SequenceEncoder)
+            model.sequence_encoder.set_item_content(item_embeddings(model, table, cache))
+        model.train()
         steps = math.ceil(len(examples) / o.batch_size)
         losses = []
         bar = _progress(range(steps), progress, f"epoch {epoch + 1}/{o.epochs}")
         for step in bar:
             batch = examples[step * o.batch_size : (step + 1) * o.batch_size]
-            hist = pad_histories([train_seq[u][max(0, t - hist_len) : t] for u, t in batch], hist_len)
-            targets = torch.tensor([int(train_seq[u][t]) for u, t in batch])
-            negs = torch.randint(spec.FIRST_ID, n_items, (o.random_negatives,))
-            cand = torch.cat([targets, negs])
-            items = model.image_encoder.encode(*table.gather(cand))  # [B + R, D]
-            user = model.sequence_encoder(hist)  # [B, D]
             b = len(batch)
-            logits, x, z = model.fusion_head.logits(user, items.unsqueeze(0).expand(b, -1, -1))
-            same = cand.unsqueeze(0) == targets.unsqueeze(1)  # a batch item equal to my target is not a negative
-            same[torch.arange(b), torch.arange(b)] = False
-            logits = logits.masked_fill(same, NEG)
-            rank_loss = F.cross_entropy(logits, torch.arange(b))
-            # Two-tower term: the `recommend` ensemble retrieves candidates by user . item before the fusion head
-            # reranks them, so the embeddings must also rank well by dot product.
-            retrieval_logits = (user @ items.T).masked_fill(same, NEG)
-            retrieval_loss = F.cross_entropy(retrieval_logits, torch.arange(b))
-            diag = torch.arange(b)
-            recon = F.mse_loss(model.fusion_head.decoder(z[diag, diag]), x[diag, diag].detach())
-            loss = rank_loss + retrieval_loss + cfg.model.fusion.reconstruction_weight * recon
+            seen = [train_seq[u][:t] for u, t in batch]
+            hist = pad_histories([s[-hist_len:] for s in seen], hist_len)
+            targets = torch.tensor([int(train_seq[u][t]) for u, t in batch])
+            # Candidate set: every item (full softmax) or the batch's targets plus `softmax_negatives` uniform items
+            # (sampled softmax: uniform sampling needs no logQ correction, and far cheaper steps buy more updates).
+            if o.softmax_negatives is None:
+                cols = torch.arange(n_items)
+            else:
+                cols = torch.unique(torch.cat([targets, torch.randint(spec.FIRST_ID, n_items, (o.softmax_negatives,))]))
+            label = torch.searchsorted(cols, targets)  # column of each row's target (cols is sorted and unique)
+            pooled = None if cache is None else cache[cols]
+            if pooled is not None and o.live_posters > 0:
+                # The CNN learns through a few live posters per step; every other item uses this epoch's cache.
+                live = torch.searchsorted(cols, torch.unique(targets))
+                live = live[torch.randperm(len(live))[: o.live_posters]]
+                live_feat = model.image_encoder.poster_features(table.tensors["poster"][cols[live]])
+                pooled = pooled.index_put((live,), live_feat)
+            t = table.tensors
+            items = model.image_encoder.fuse(
+                pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
+            )
+            user = model.sequence_encoder(hist)  # [B, D]
+            # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
+            dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
+            retrieval_loss = F.cross_entropy(dot, label)
+            # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
+            # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
+            # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
+            with torch.no_grad():
+                hard_scores = dot.detach().clone()
+                hard_scores[torch.arange(b), label] = NEG
+                in_set = torch.zeros(n_items, dtype=torch.long)
+                in_set[cols] = torch.arange(len(cols)) + 1
+                for r, (u, _) in enumerate(batch):
+                    # none of the user's items, past or future, is a negative: future ones are false negatives that
+                    # would teach the reranker to demote exactly what the user watches next
+                    pos = in_set[torch.from_numpy(train_seq[u])]
+                    hard_scores[r, pos[pos > 0] - 1] = NEG
+                hard = hard_scores.topk(min(o.hard_negatives, len(cols) - 1), dim=1).indices
+                rnd = torch.randint(0, len(cols), (b, o.random_negatives))
+                cand = torch.cat([label.unsqueeze(1), hard, rnd], dim=1)  # [B, 1 + H + R] columns of `items`
+            logits, x, z = model.fusion_head.logits(user.detach(), items.detach()[cand])
+            collide = cand == label.unsqueeze(1)
+            collide[:, 0] = False
+            rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), torch.zeros(b, dtype=torch.long))
+            # The served score is sigma(logit): the pointwise BCE keeps the logits calibrated, so the scores of the top
+            # candidates never saturate at 1.0 in float32 (ties there would make the reranked order arbitrary).
+            labels = torch.zeros_like(logits)
+            labels[:, 0] = 1.0
+            keep = ~collide
+            rank_loss = rank_loss + F.binary_cross_entropy_with_logits(logits[keep], labels[keep])
+            loss = retrieval_loss + rank_loss
+            if use_ae:
+                recon = F.mse_loss(model.fusion_head.decoder(z[:, 0]), x[:, 0].detach())
+                loss = loss + cfg.model.fusion.reconstruction_weight * recon
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -248,22 +337,26 @@ def train(
             losses.append(float(loss.detach()))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        item_emb = _encode_all(model, table)
-        metrics = sampled_ranking_metrics(model, item_emb, val_hist, val, hist_len, o.val_negatives, o.seed)
+        model.eval()
+        with torch.no_grad():
+            item_emb = item_embeddings(model, table, poster_cache(model, table))
+        metrics = full_ranking_metrics(model, item_emb, val_hist, val, hist_len)
         row = {
             "epoch": float(epoch + 1),
             "loss": float(np.mean(losses)) if losses else 0.0,
             "val_hr@10": metrics["hr@10"],
             "val_ndcg@10": metrics["ndcg@10"],
+            "val_dot_ndcg@10": metrics["dot_ndcg@10"],
             "elapsed_s": time.time() - t0,
         }
         history.append(row)
         log.info(
-            "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (%.0fs)",
+            "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (dot %.4f) (%.0fs)",
             epoch + 1,
             row["loss"],
             row["val_hr@10"],
             row["val_ndcg@10"],
+            row["val_dot_ndcg@10"],
             row["elapsed_s"],
         )
         if on_epoch:
@@ -297,17 +390,18 @@ def train(
     if not (run / MODEL_FILE).exists():  # zero epochs run (e.g. epochs=0): still leave a servable model
         save_model(model, run)
     best_model, _ = load_model(run)
-    item_emb = _encode_all(best_model, table)
-    test_metrics = sampled_ranking_metrics(best_model, item_emb, test_hist, test, hist_len, o.val_negatives, o.seed + 1)
+    with torch.no_grad():
+        item_emb = item_embeddings(best_model, table, poster_cache(best_model, table))
+    test_metrics = full_ranking_metrics(best_model, item_emb, test_hist, test, hist_len)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     wall = time.time() - t0
     summary = {
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "val_ndcg@10": best,
-        "test_hr@10_sampled": test_metrics["hr@10"],
-        "test_ndcg@10_sampled": test_metrics["ndcg@10"],
-        "test_users": test_metrics["users"],
+        "test_hr@10_vocab": test_metrics["hr@10"],
+        "test_ndcg@10_vocab": test_metrics["ndcg@10"],
+        "test_users_vocab": test_metrics["users"],
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
         "history": history,

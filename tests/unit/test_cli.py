@@ -44,3 +44,18 @@ def test_export_without_a_run_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 def test_configs_check_passes_on_the_committed_repository(capsys: pytest.CaptureFixture[str]) -> None:
     repo = Path(__file__).resolve().parents[2] / "model_repository"
     assert main(["configs", "--check", "--repo", str(repo)]) == 0
+
+
+def test_data_export_split_writes_recbole_benchmark_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "ml-latest-small"
+    src.mkdir()
+    (src / "movies.csv").write_text("movieId,title,genres\n1,A (1995),Comedy\n2,B (1995),Action\n3,C (1996),Drama\n")
+    (src / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,3.0,20\n1,3,5.0,20\n")
+    out = tmp_path / "recbole"
+    assert main(["data", "export-split", "--data", str(src), "--format", "recbole", "--out", str(out)]) == 0
+    folder = out / "ml-hybridrec"
+    for part in ("train", "valid", "test"):
+        assert (folder / f"ml-hybridrec.{part}.inter").exists()
+    # ties on timestamp 20 break by movieId: movie 3 is the test item
+    assert (folder / "ml-hybridrec.test.inter").read_text().splitlines()[1].split("\t")[:2] == ["1", "3"]
+    assert "benchmark_filename" in capsys.readouterr().out

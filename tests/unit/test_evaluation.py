@@ -291,8 +291,14 @@ def test_content_tfidf() -> None:
     content = ContentTFIDF().fit({}, 4, movies=movies)
     s = content.score([1, 2], [np.array([0]), np.array([])])
     assert s.shape == (2, 4) and s.dtype == np.float32
-    assert s[0, 0] == pytest.approx(1.0) and s[0, 1] > s[0, 2] == 0.0 and s[0, 3] == 0.0
+    assert s[0, 0] == s[0].max() and s[0, 1] > s[0, 2] == 0.0 and s[0, 3] == 0.0
     assert not s[1].any()  # no history: no profile
+    # a movie known by its genres alone never outranks one that also shares words and people with the history
+    genre_only = [*movies[:3], Movie(4, "D", ("Sci-Fi",), 2003)]
+    s = ContentTFIDF().fit({}, 4, movies=genre_only).score([1], [np.array([0])])
+    assert s[0, 1] > s[0, 3] > 0.0
+    tuned = ContentTFIDF(genre_grid=(0.1, 1.0)).fit({1: np.array([0])}, 4, movies=genre_only, valid={1: 1})
+    assert set(tuned.tuning) == {0.1, 1.0} and tuned.genre_weight in (0.1, 1.0)
     with pytest.raises(ValueError, match="movies"):
         ContentTFIDF().fit({}, 4)
 

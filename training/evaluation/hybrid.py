@@ -1,46 +1,67 @@
-"""Full-ranking evaluation of a trained hybrid run, on the same leave-one-out protocol as the baselines.
+"""The hybrid model as a full-ranking scorer over the whole catalog, on the same protocol as the baselines.
 
-Every catalog movie is a candidate (its embedding from the exported catalog, i.e. exactly what `recommend` serves);
-the user's training + validation items are masked; the test item is the target. Two scorers are reported: the fusion
-head over all items (what `rank` computes) and the dot product alone (what `recommend` retrieves with).
+``HybridScorer.fit`` trains a run (training/train.py, on the very leave-one-out split the baselines use) and
+``score`` ranks every catalog movie the way the served `recommend` ensemble does: the dot-product retrieval's top 100
+unseen items reranked by the fusion head, every other item below them in retrieval order
+(:func:`hybridrec.training.train.pipeline_scores`). Movies outside the training vocabulary (never rated in training)
+keep their content embedding with the UNK id, as a cold-start movie added with ``hybridrec catalog add`` would, so
+they remain candidates.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from hybridrec import spec
 from hybridrec.data import MovieLensData
-from hybridrec.export.catalog import CatalogEmbeddings
-from hybridrec.preprocessing import encode_history
-from hybridrec.training.evaluation.metrics import RankingResult, target_ranks
-from hybridrec.training.train import leave_one_out, load_model
+from hybridrec.preprocessing import ItemCatalog, encode_history
+from hybridrec.training.config import RunConfig
+from hybridrec.training.train import TrainResult, load_model, pipeline_scores, train
 
 
-def full_ranking(
-    run_dir: str | Path, repo: str | Path, data: MovieLensData, chunk: int = 32
-) -> dict[str, RankingResult]:
-    model, artifacts = load_model(run_dir)
-    train, val, test = leave_one_out(data.histories())
-    cat = CatalogEmbeddings.load(repo)
-    movie_ids = cat.movie_ids[cat.valid]
-    emb = torch.from_numpy(cat.embeddings[cat.valid])
-    column = {int(m): i for i, m in enumerate(movie_ids)}
-    users = sorted(u for u in test if test[u] in column)
-    ranks: dict[str, list[np.ndarray]] = {"fusion": [], "dot": []}
-    with torch.no_grad():
-        for start in range(0, len(users), chunk):
-            part = users[start : start + chunk]
-            hist = [np.append(train[u], val[u]) for u in part]
-            user = model.sequence_encoder(
-                torch.from_numpy(np.stack([encode_history(h.tolist(), artifacts) for h in hist]))
+class HybridScorer:
+    """:class:`hybridrec.training.evaluation.baselines.Scorer` for a hybrid run (trained by ``fit`` or loaded)."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: MovieLensData, name: str = "Hybrid") -> None:
+        self.cfg, self.run_dir, self.data, self.name = cfg, Path(run_dir), data, name
+        self.result: TrainResult | None = None
+        self._model: Any = None
+        self._artifacts: Any = None
+        self._items: torch.Tensor | None = None
+        self._movie_ids = np.array(sorted(data.movies), dtype=np.int64)  # = splits.ItemIndex order
+
+    def fit(self, train_seq: Mapping[int, np.ndarray], num_items: int, **side: Any) -> HybridScorer:
+        """Train on ``self.data`` (its leave-one-out split is the one ``train_seq`` comes from), then load."""
+        del train_seq, side  # train() derives the identical split from the data (tested)
+        if num_items != len(self._movie_ids):
+            raise ValueError(f"catalog has {len(self._movie_ids)} movies, the split {num_items}")
+        self.result = train(self.cfg, self.run_dir, data=self.data, progress=False)
+        return self.load()
+
+    def load(self) -> HybridScorer:
+        self._model, self._artifacts = load_model(self.run_dir)
+        catalog = ItemCatalog(self.data, self._artifacts)
+        outs = []
+        with torch.no_grad():
+            for feats in catalog.iter_features([int(m) for m in self._movie_ids], chunk=512):
+                outs.append(
+                    self._model.image_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS))
+                )
+        self._items = torch.cat(outs)
+        return self
+
+    def score(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
+        if self._model is None or self._items is None:
+            raise RuntimeError("HybridScorer.score before fit/load")
+        hist = [self._movie_ids[np.asarray(h, dtype=np.int64)] for h in histories]
+        with torch.no_grad():
+            user = self._model.sequence_encoder(
+                torch.from_numpy(np.stack([encode_history(h.tolist(), self._artifacts) for h in hist]))
             )
-            logits, _, _ = model.fusion_head.logits(user, emb.unsqueeze(0).expand(len(part), -1, -1))
-            targets = [column[test[u]] for u in part]
-            seen = [np.array([column[int(m)] for m in h if int(m) in column], dtype=np.int64) for h in hist]
-            ranks["fusion"].append(target_ranks(logits.numpy().copy(), targets, seen))
-            ranks["dot"].append(target_ranks((user @ emb.T).numpy(), targets, seen))
-    order = np.array(users, dtype=np.int64)
-    return {name: RankingResult(order, np.concatenate(r)) for name, r in ranks.items()}
+            scores = pipeline_scores(self._model, user, self._items, list(histories), reserved=0)
+        return scores.numpy()
