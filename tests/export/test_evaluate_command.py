@@ -60,3 +60,33 @@ def test_evaluate_rejects_unknown_models_and_keys(tmp_path: Path) -> None:
     cfg = load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {"models": ["Hybrid++"]})
     with pytest.raises(ValueError, match="unknown models"):
         evaluate(None, cfg, tmp_path)  # type: ignore[arg-type]
+
+
+def test_evaluate_on_a_movielens_1m_layout_without_posters_or_overviews(tmp_path: Path) -> None:
+    """The 1M layout (ratings.dat / movies.dat, no links, posters or TMDB metadata): content is genres and year only."""
+    import numpy as np
+
+    from hybridrec.data import load_movielens
+    from hybridrec.training.evaluation.run import evaluate
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "ml-1m"
+    root.mkdir()
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    (root / "movies.dat").write_text(
+        "".join(f"{m}::Movie {m} ({1980 + m})::{genres[m % 4]}|{genres[(m + 1) % 4]}\n" for m in range(1, 41)),
+        encoding="latin-1",
+    )
+    rows = []
+    for u in range(1, 31):
+        for k, m in enumerate(rng.choice(np.arange(1, 41), size=12, replace=False)):
+            rows.append(f"{u}::{m}::{int(rng.integers(1, 6))}::{1_000_000 + 1000 * u + k}\n")
+    (root / "ratings.dat").write_text("".join(rows))
+    data = load_movielens(root)
+    assert data.layout == "ml-1m"
+    cfg = load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {"models": ["Popularity", "EASE", "Hybrid"]})
+    metrics = evaluate(data, cfg, tmp_path / "eval")
+    assert set(metrics["models"]) == {"Popularity", "EASE", "Hybrid"}
+    assert metrics["dataset"]["layout"] == "ml-1m" and metrics["dataset"]["users_evaluated"] == 24
+    assert 0.0 <= metrics["models"]["Hybrid"]["ndcg@10"][0] <= 1.0
+    assert "Hybrid" in metrics["liked"]["models"]

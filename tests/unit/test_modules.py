@@ -54,3 +54,35 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
         full = model.score(torch.from_numpy(b["history"]), items)
         first = model.score(torch.from_numpy(b["history"]), {k: v[:, :2] for k, v in items.items()})
     torch.testing.assert_close(full[:, :2], first, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "seq_cfg",
+    [SequenceEncoderConfig(use_rnn=False), SequenceEncoderConfig(use_content=True)],
+    ids=["no-rnn", "content"],
+)
+def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(seq_cfg, 16, ART).eval()
+    enc.set_item_content(torch.randn(ART.num_items, 16))
+    assert not enc.item_content[spec.PAD_ID].any()  # padding never carries content
+    h = torch.tensor([[5, 6, 7, 0], [0, 0, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            enc(h), enc(torch.cat([h, torch.zeros(2, 9, dtype=torch.long)], 1)), rtol=0, atol=1e-6
+        )
+
+
+def test_fusion_layer_starts_at_the_retrieval_score_and_ablating_the_autoencoder_zeroes_f_ae() -> None:
+    from hybridrec.training.config import FusionHeadConfig
+    from hybridrec.training.modules import FusionHead
+
+    torch.manual_seed(0)
+    user, items = torch.randn(3, 16), torch.randn(3, 5, 16)
+    head = FusionHead(FusionHeadConfig(), 16).eval()
+    logits, _, _ = head.logits(user, items)
+    # at initialisation the reranker reproduces the dot-product order it is handed
+    torch.testing.assert_close(logits, (items @ user.unsqueeze(-1)).squeeze(-1), rtol=1e-5, atol=1e-5)
+    off = FusionHead(FusionHeadConfig(use_autoencoder=False), 16).eval()
+    _, _, z = off.logits(user, items)
+    assert not z.any()

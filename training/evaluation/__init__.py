@@ -11,7 +11,11 @@ Parts, each documented in its own module:
 * :mod:`.baselines`: scorers with one ``fit`` / ``score`` interface: Popularity, item-kNN CF, EASE, content-based
   TF-IDF, SASRec with full softmax cross-entropy.
 * :mod:`.recbole`: export of the leave-one-out split as RecBole atomic files (``benchmark_filename`` layout) so that
-  RecBole reproduces the exact split.
+  RecBole reproduces the exact split (``hybridrec data export-split --format recbole``).
+* :mod:`.hybrid`: the trained hybrid as a full-ranking scorer (what the served `recommend` ensemble ranks by).
+* :mod:`.classification`: the "liked" task on the temporal split (baselines and the hybrid trained with BCE).
+* :mod:`.run` and :mod:`.report`: ``hybridrec evaluate``: every model, ablation and seed, cached per (model, seed),
+  written as metrics.json, a markdown table (docs/results.md) and PNG plots.
 
 Protocol in one paragraph: every user with >= 3 interactions holds out the last (test) and second-to-last (validation)
 interaction; models are fit on the rest. Validation ranks the held-out item given the training history (seen =
