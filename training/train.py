@@ -215,6 +215,7 @@ def train(
 ) -> TrainResult:
     """Train the hybrid model and write model.pt, artifacts.json, config.yaml and metrics.json into run_dir."""
     t0 = time.time()
+    reset_peak_rss()
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     o = cfg.optim
@@ -393,7 +394,7 @@ def train(
     with torch.no_grad():
         item_emb = item_embeddings(best_model, table, poster_cache(best_model, table))
     test_metrics = full_ranking_metrics(best_model, item_emb, test_hist, test, hist_len)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak, peak_scope = peak_rss_mb()
     wall = time.time() - t0
     summary = {
         "best_epoch": best_epoch,
@@ -404,12 +405,39 @@ def train(
         "test_users_vocab": test_metrics["users"],
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
+        "peak_rss_scope": peak_scope,
         "history": history,
     }
     (run / "metrics.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(
         run, len(history), best_epoch, {k: v for k, v in summary.items() if isinstance(v, float)}, wall, peak
     )
+
+
+_PEAK_RESET = False
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux >= 4.0), so that several runs in one process (`hybridrec evaluate`)
+    each report their own peak. False where the kernel does not allow it."""
+    global _PEAK_RESET
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _PEAK_RESET = True
+    except OSError:
+        _PEAK_RESET = False
+    return _PEAK_RESET
+
+
+def peak_rss_mb() -> tuple[float, str]:
+    """(peak RSS in MB, "run" when measured since reset_peak_rss, else "process": the process's peak so far)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0, "run" if _PEAK_RESET else "process"
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process"
 
 
 def _progress(it: range, enabled: bool, desc: str) -> Any:

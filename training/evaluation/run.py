@@ -166,6 +166,7 @@ def evaluate(
                 "best_epoch": metrics["best_epoch"],
                 "wall_s": metrics["wall_s"],
                 "peak_rss_mb": metrics["peak_rss_mb"],
+                "peak_rss_scope": metrics.get("peak_rss_scope", "process"),
                 "history": metrics["history"],
                 "run_dir": str(r.run_dir if r else hs.run_dir),
             }
@@ -214,6 +215,9 @@ def evaluate(
             liked_path.write_text(json.dumps(metrics["liked"], indent=2))
     metrics["config"] = to_dict(cfg)
     metrics["wall_s"] = round(time.time() - t0, 1)
+    # fitting time of every cached (model, seed) result, i.e. the cost of reproducing the table from scratch
+    liked_s = sum(r.get("wall_s", 0.0) for m in metrics.get("liked", {}).get("models", {}).values() for r in m["seeds"])
+    metrics["fit_s_total"] = round(sum(r.fit_s for runs in results.values() for r in runs) + liked_s, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from hybridrec.training.evaluation.report import markdown, plots
 
