@@ -147,6 +147,11 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
         "training interactions. The hybrid scores as the served `recommend` ensemble does (top-100 dot-product "
         "retrieval reranked by the fusion head).",
         "",
+        f"Budgets: every hybrid variant trains {cfg.get('hybrid', {}).get('optim', {}).get('epochs')} epochs "
+        f"({cfg.get('hybrid', {}).get('data', {}).get('targets_per_user')} training prefixes per user and epoch), "
+        f"the best validation epoch kept; SASRec-CE at most {cfg.get('sasrec', {}).get('epochs')} epochs with early "
+        f"stopping (patience {cfg.get('sasrec', {}).get('patience')}). Both are budget-bound here, not converged.",
+        "",
         "| model | seeds | NDCG@10 | HR@10 | MRR@10 | cold NDCG@10 | cold HR@10 | valid NDCG@10 | fit s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
