@@ -35,6 +35,7 @@ from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
 from hybridrec.training.config import ModelConfig, RunConfig
+from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
 from hybridrec.training.modules import NEG, HybridModel
 
 log = logging.getLogger(__name__)
@@ -173,20 +174,15 @@ def full_ranking_metrics(
             part = users[start : start + chunk]
             seen = [histories[u] for u in part]
             user = model.sequence_encoder(pad_histories(seen, length))
-            tgt = torch.tensor([targets[u] for u in part])
+            tgt = [targets[u] for u in part]
             for name, scores in (("", pipeline_scores(model, user, items, seen)), ("dot_", user @ items.T)):
-                scores = scores.clone()
-                scores[:, : spec.FIRST_ID] = -torch.inf
-                target_score = scores[torch.arange(len(part)), tgt].clone()
-                for r, s in enumerate(seen):
-                    idx = torch.from_numpy(np.asarray(s, dtype=np.int64))
-                    scores[r, idx[idx != tgt[r]]] = -torch.inf
-                rank = (scores > target_score.unsqueeze(1)).sum(1) + (scores == target_score.unsqueeze(1)).sum(1) - 1
-                ranks[name].append(rank.numpy())
+                s = scores.numpy().copy()
+                s[:, : spec.FIRST_ID] = -np.inf  # PAD and UNK are never candidates
+                ranks[name].append(target_ranks(s, tgt, seen))
     for name, parts in ranks.items():
-        r = np.concatenate(parts).astype(np.float64)
-        out[f"{name}hr@{k}"] = float(np.mean(r < k))
-        out[f"{name}ndcg@{k}"] = float(np.mean(np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)))
+        values = ranking_values(np.concatenate(parts), k)
+        out[f"{name}hr@{k}"] = float(values[f"hr@{k}"].mean())
+        out[f"{name}ndcg@{k}"] = float(values[f"ndcg@{k}"].mean())
     return out
 
 
@@ -272,7 +268,7 @@ def train(
         model.train()
         steps = math.ceil(len(examples) / o.batch_size)
         losses = []
-        bar = _progress(range(steps), progress, f"epoch {epoch + 1}/{o.epochs}")
+        bar = progress_bar(range(steps), progress, f"epoch {epoch + 1}/{o.epochs}")
         for step in bar:
             batch = examples[step * o.batch_size : (step + 1) * o.batch_size]
             b = len(batch)
@@ -440,7 +436,7 @@ def peak_rss_mb() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process"
 
 
-def _progress(it: range, enabled: bool, desc: str) -> Any:
+def progress_bar(it: range, enabled: bool, desc: str) -> Any:
     if not enabled:
         return it
     try:

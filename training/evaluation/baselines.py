@@ -483,7 +483,8 @@ class SASRecConfig:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` torch intra-op threads inside the block (None or 0: leave the setting), then restore it."""
     import torch
 
     before = torch.get_num_threads()
@@ -594,7 +595,7 @@ class SASRec:
         cfg = self.cfg
         t0 = time.time()
         self.num_items = num_items
-        with _torch_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             torch.manual_seed(cfg.seed)
             self.net = _sasrec_network(num_items, cfg)
             opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
@@ -651,7 +652,7 @@ class SASRec:
         out = np.zeros((len(histories), self.num_items), dtype=np.float32)
         was_training = self.net.training
         self.net.eval()
-        with _torch_threads(self.cfg.threads), torch.no_grad():
+        with torch_threads(self.cfg.threads), torch.no_grad():
             for start in range(0, len(histories), batch):
                 chunk = histories[start : start + batch]
                 seq = np.zeros((len(chunk), length), dtype=np.int64)

@@ -27,12 +27,11 @@ Models
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +44,18 @@ from hybridrec import spec
 from hybridrec.data import MovieLensData, Ratings
 from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
 from hybridrec.training.config import RunConfig
+from hybridrec.training.evaluation.baselines import torch_threads
 from hybridrec.training.evaluation.metrics import auc, classification_report
 from hybridrec.training.evaluation.splits import TemporalSplit, liked, temporal_split
 from hybridrec.training.modules import HybridModel
-from hybridrec.training.train import ItemTable, item_embeddings, pad_histories, poster_cache, set_seed
+from hybridrec.training.train import (
+    ItemTable,
+    item_embeddings,
+    pad_histories,
+    poster_cache,
+    progress_bar,
+    set_seed,
+)
 
 __all__ = [
     "MODEL_NAMES",
@@ -298,17 +305,6 @@ def prepare_hybrid_inputs(data: MovieLensData, split: TemporalSplit, history_len
     )
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _all_item_embeddings(model: HybridModel, inputs: HybridInputs, cache: Tensor | None) -> Tensor:
     """[vocab + cold, D] embeddings (no gradients); ``cache`` = the vocabulary's current poster features."""
     with torch.no_grad():
@@ -343,16 +339,6 @@ def _eval_scores(
             u, i = user_row[s : s + _SCORE_CHUNK], item_row[s : s + _SCORE_CHUNK]
             out.append(model.fusion_head.logits(user_emb[u], items[i].unsqueeze(1))[0][:, 0])
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-
-
-def _progress(it: range, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return it
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is optional
-        return it
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def train_hybrid_liked(
@@ -396,7 +382,7 @@ def train_hybrid_liked(
     length = inputs.history_length
     n_train = len(inputs.train_item)
     labels = torch.from_numpy(inputs.train_label)
-    with _torch_threads(o.threads):
+    with torch_threads(o.threads):
         set_seed(seed)
         rng = np.random.default_rng(seed)
         model = HybridModel(run_cfg.model, inputs.artifacts)
@@ -411,7 +397,7 @@ def train_hybrid_liked(
             perm = rng.permutation(n_train)
             losses: list[float] = []
             steps = math.ceil(n_train / o.batch_size)
-            for step in _progress(range(steps), progress, f"liked epoch {epoch + 1}/{o.epochs}"):
+            for step in progress_bar(range(steps), progress, f"liked epoch {epoch + 1}/{o.epochs}"):
                 rows = perm[step * o.batch_size : (step + 1) * o.batch_size]
                 hist = pad_histories(
                     [
