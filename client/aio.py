@@ -121,10 +121,16 @@ class AsyncRecommenderClient(ClientCore):
         return await self._run(self._plan_infer(model_name, arrays, check, timeout_s))
 
     async def rank_tensors(
+        self, history: np.ndarray, movie_ids: np.ndarray, *, timeout_s: float | None = None
+    ) -> np.ndarray:
+        """Scores [N] of one user's encoded history [L] against catalog movieIds [N] (`rank`); -inf = not served."""
+        return await self._run(self._plan_rank_ids_tensors(history, movie_ids, timeout_s))
+
+    async def rank_content_tensors(
         self, history: np.ndarray, items: dict[str, np.ndarray], *, timeout_s: float | None = None
     ) -> np.ndarray:
-        """Scores [N] of one user's encoded history [L] against item tensors [N, ...]."""
-        return await self._run(self._plan_rank_tensors(history, items, timeout_s))
+        """Scores [N] of one user's encoded history [L] against item tensors [N, ...] (`rank_content`)."""
+        return await self._run(self._plan_rank_content_tensors(history, items, timeout_s))
 
     async def recommend_tensors(
         self, history: np.ndarray, k: int = spec.DEFAULT_K, *, timeout_s: float | None = None
@@ -142,7 +148,7 @@ class AsyncRecommenderClient(ClientCore):
     async def rank(
         self, history: Sequence[int], candidates: Sequence[int], *, timeout_s: float | None = None
     ) -> RankResult:
-        """Rank candidate movieIds for a user whose chronological history (movieIds, oldest first) is given."""
+        """Rank catalog movieIds for a user whose chronological history (movieIds, oldest first) is given."""
         return await self._run(self._plan_rank(history, candidates, timeout_s))
 
     async def rank_items(
@@ -152,7 +158,7 @@ class AsyncRecommenderClient(ClientCore):
         *,
         timeout_s: float | None = None,
     ) -> np.ndarray:
-        """Scores [N] of items given by metadata + poster alone (e.g. brand-new movies), through `rank`."""
+        """Scores [N] of items given by metadata + poster alone (e.g. brand-new movies), through `rank_content`."""
         return await self._run(self._plan_rank_items(history, items, timeout_s))
 
     async def encode_items(

@@ -49,6 +49,7 @@ from hybridrec.preprocessing import (
     decode_poster,
     encode_history,
     item_features,
+    load_titles,
     stack_items,
 )
 
@@ -275,6 +276,15 @@ def poster_pixels(source: PosterSource, image: ImageSpec, position: int) -> np.n
         raise InvalidRequestError(f"poster {position}: {e}") from None
 
 
+def _served_history(history: np.ndarray) -> np.ndarray:
+    """An encoded history [L] fitted to the served length: the most recent items, 0-padded at the end."""
+    h = np.asarray(history, dtype=np.int64).reshape(-1)
+    h = h[h != spec.PAD_ID][-spec.HISTORY_LENGTH :]
+    out = np.full(spec.HISTORY_LENGTH, spec.PAD_ID, np.int64)
+    out[: h.size] = h
+    return out
+
+
 class ClientCore:
     """Everything the sync and async clients share: configuration, request building, plans and result parsing."""
 
@@ -298,7 +308,11 @@ class ClientCore:
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
         self.retry = RetryPolicy(retries, backoff_s)
         self._mod = _module(protocol, self._aio)
+        # movieId -> title: the served catalog's own map, shipped beside artifacts.json in the model repository
+        self.titles: dict[int, str] = {}
         if isinstance(artifacts, str | Path):
+            if Path(artifacts).is_dir():
+                self.titles = load_titles(artifacts)
             artifacts = Artifacts.load(artifacts)
         self.artifacts = artifacts if artifacts is not None else (catalog.artifacts if catalog else None)
         self.catalog = catalog
@@ -333,17 +347,11 @@ class ClientCore:
     # --- tensors ---
     def build_inputs(self, model: spec.ModelSpec, arrays: dict[str, np.ndarray]) -> list[Any]:
         """InferInputs for ``model`` from numpy arrays (with batch axis), checked against the spec first."""
-        missing = [n for n in model.input_names if n not in arrays]
-        if missing:
-            raise InvalidRequestError(f"{model.name}: missing inputs {missing}")
-        checked = {}
-        for t in model.inputs:
-            a = np.ascontiguousarray(arrays[t.name])
-            try:
-                t.check(a, batched=model.batched)
-            except ValueError as e:
-                raise InvalidRequestError(f"{model.name}: {e}") from None
-            checked[t.name] = a
+        checked = {t.name: np.ascontiguousarray(arrays[t.name]) for t in model.inputs if t.name in arrays}
+        try:
+            model.check_request(checked, fixed=spec.REQUEST_SIZES)
+        except ValueError as e:
+            raise InvalidRequestError(f"{model.name}: {e}") from None
         return self._raw_inputs(checked)
 
     def _raw_inputs(self, arrays: dict[str, np.ndarray]) -> list[Any]:
@@ -375,18 +383,40 @@ class ClientCore:
         (result,) = yield [call]
         return self._outputs(call, result)
 
-    def _plan_rank_tensors(
+    def _plan_rank_content_tensors(
         self, history: np.ndarray, items: dict[str, np.ndarray], timeout_s: float | None
     ) -> Plan[np.ndarray]:
-        arrays = {"history": np.asarray(history, dtype=np.int64).reshape(1, -1)}
+        arrays = {"history": _served_history(history)[None]}
         arrays.update({k: np.asarray(v)[None] for k, v in items.items()})
-        out = yield from self._plan_infer("rank", arrays, True, timeout_s)
+        out = yield from self._plan_infer("rank_content", arrays, True, timeout_s)
         return out["scores"][0]
+
+    def _plan_rank_ids_tensors(
+        self, history: np.ndarray, movie_ids: np.ndarray, timeout_s: float | None
+    ) -> Plan[np.ndarray]:
+        """Scores [N] of catalog movieIds; -inf for ids the served catalog does not hold.
+
+        Candidates are padded (with an id that is never a movie) to a power of two, and lists longer than
+        spec.MAX_RANK_CANDIDATES are sent as several requests: requests of identical shape are what the
+        onnxruntime backend's dynamic batcher merges."""
+        ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
+        if not ids.size:
+            raise InvalidRequestError("rank: no candidates given")
+        hist = _served_history(history)[None]
+        calls = []
+        for lo in range(0, ids.size, spec.MAX_RANK_CANDIDATES):
+            chunk = ids[lo : lo + spec.MAX_RANK_CANDIDATES]
+            padded = np.full((1, spec.rank_slots(chunk.size)), spec.NO_MOVIE, np.int64)
+            padded[0, : chunk.size] = chunk
+            calls.append(self._infer_call("rank", {"history": hist, "movie_id": padded}, True, timeout_s))
+        results = yield calls
+        parts = [self._outputs(c, r)["scores"][0] for c, r in zip(calls, results, strict=True)]
+        return np.concatenate(parts)[: ids.size]
 
     def _plan_recommend_tensors(
         self, history: np.ndarray, k: int, timeout_s: float | None
     ) -> Plan[tuple[np.ndarray, np.ndarray]]:
-        arrays = {"history": np.asarray(history, dtype=np.int64).reshape(1, -1), "k": np.array([k], dtype=np.int64)}
+        arrays = {"history": _served_history(history)[None], "k": np.array([k], dtype=np.int64)}
         out = yield from self._plan_infer("recommend", arrays, True, timeout_s)
         return out["movie_ids"][0], out["scores"][0]
 
@@ -401,28 +431,33 @@ class ClientCore:
         t0 = time.perf_counter()
         ids, scores = yield from self._plan_recommend_tensors(encoded, k, timeout_s)
         latency = (time.perf_counter() - t0) * 1000.0
-        title = self.catalog.title if self.catalog else (lambda _m: None)
-        items = tuple(ScoredItem(int(m), float(s), title(int(m))) for m, s in zip(ids, scores, strict=True) if m >= 0)
+        items = tuple(
+            ScoredItem(int(m), float(s), self._title(int(m))) for m, s in zip(ids, scores, strict=True) if m >= 0
+        )
         return RankResult(items, latency)
+
+    def _title(self, movie_id: int) -> str | None:
+        if movie_id in self.titles:
+            return self.titles[movie_id]
+        return self.catalog.title(movie_id) if self.catalog else None
 
     def _plan_rank(
         self, history: Sequence[int], candidates: Sequence[int], timeout_s: float | None
     ) -> Plan[RankResult]:
-        catalog = self._need_catalog()
+        """Catalog movies by movieId: only ids travel; the server looks their embeddings up in its catalog."""
         if not len(candidates):
             raise InvalidRequestError("rank: no candidates given")
-        try:
-            items = catalog.features(candidates)
-        except KeyError as e:
-            raise InvalidRequestError(f"rank: {e.args[0]}") from None
-        encoded = encode_history(history, catalog.artifacts)  # the catalog's own artifacts
+        encoded = self._encode_history(history)
         t0 = time.perf_counter()
-        scores = yield from self._plan_rank_tensors(encoded, items, timeout_s)
+        scores = yield from self._plan_rank_ids_tensors(encoded, np.asarray(candidates, np.int64), timeout_s)
         latency = (time.perf_counter() - t0) * 1000.0
+        unknown = [int(candidates[i]) for i in np.flatnonzero(np.isneginf(scores))]
+        if unknown:
+            raise InvalidRequestError(
+                f"rank: movie ids not in the served catalog: {unknown[:10]} (use rank_items for new movies)"
+            )
         order = np.argsort(-scores, kind="stable")
-        ranked = tuple(
-            ScoredItem(int(candidates[i]), float(scores[i]), catalog.title(int(candidates[i]))) for i in order
-        )
+        ranked = tuple(ScoredItem(int(candidates[i]), float(scores[i]), self._title(int(candidates[i]))) for i in order)
         return RankResult(ranked, latency)
 
     @staticmethod
@@ -455,7 +490,7 @@ class ClientCore:
         self, history: Sequence[int], items: Sequence[tuple[ItemMetadata, PosterSource]], timeout_s: float | None
     ) -> Plan[np.ndarray]:
         feats = self.item_tensors([p for _, p in items], [md for md, _ in items], "rank_items")
-        scores = yield from self._plan_rank_tensors(self._encode_history(history), feats, timeout_s)
+        scores = yield from self._plan_rank_content_tensors(self._encode_history(history), feats, timeout_s)
         return scores
 
     def _plan_encode_items(
@@ -503,8 +538,9 @@ class ClientCore:
 class RecommenderClient(ClientCore):
     """One reused connection to a Triton server serving hybridrec's model repository (blocking calls).
 
-    ``artifacts`` (fitted preprocessing) is needed by the movie-level calls (``recommend``, ``rank_items``,
-    ``encode_items``) and ``catalog`` (movie features) by ``rank``; the tensor-level calls need neither. Every call
+    ``artifacts`` (fitted preprocessing: pass the model repository folder, which also gives the titles) is needed by
+    the movie-level calls (``recommend``, ``rank``, ``rank_items``, ``encode_items``); the tensor-level calls need
+    nothing. No call needs the dataset: ``rank`` sends movieIds and the server looks them up in its catalog. Every call
     takes ``timeout_s`` (default: the client's); idempotent calls are retried on UNAVAILABLE (see RetryPolicy)."""
 
     def _open(self) -> None:
@@ -580,11 +616,15 @@ class RecommenderClient(ClientCore):
         """Run any served model on spec-named numpy arrays (with batch axis); returns its outputs by name."""
         return self._run(self._plan_infer(model_name, arrays, check, timeout_s))
 
-    def rank_tensors(
+    def rank_tensors(self, history: np.ndarray, movie_ids: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """Scores [N] of one user's encoded history [L] against catalog movieIds [N] (`rank`); -inf = not served."""
+        return self._run(self._plan_rank_ids_tensors(history, movie_ids, timeout_s))
+
+    def rank_content_tensors(
         self, history: np.ndarray, items: dict[str, np.ndarray], *, timeout_s: float | None = None
     ) -> np.ndarray:
-        """Scores [N] of one user's encoded history [L] against item tensors [N, ...]."""
-        return self._run(self._plan_rank_tensors(history, items, timeout_s))
+        """Scores [N] of one user's encoded history [L] against item tensors [N, ...] (`rank_content`)."""
+        return self._run(self._plan_rank_content_tensors(history, items, timeout_s))
 
     def recommend_tensors(
         self, history: np.ndarray, k: int = spec.DEFAULT_K, *, timeout_s: float | None = None
@@ -600,7 +640,9 @@ class RecommenderClient(ClientCore):
         return self._run(self._plan_recommend(history, k, timeout_s))
 
     def rank(self, history: Sequence[int], candidates: Sequence[int], *, timeout_s: float | None = None) -> RankResult:
-        """Rank candidate movieIds for a user whose chronological history (movieIds, oldest first) is given."""
+        """Rank catalog movieIds for a user whose chronological history (movieIds, oldest first) is given.
+
+        Raises InvalidRequestError naming candidates the served catalog does not hold."""
         return self._run(self._plan_rank(history, candidates, timeout_s))
 
     def rank_items(
@@ -610,7 +652,7 @@ class RecommenderClient(ClientCore):
         *,
         timeout_s: float | None = None,
     ) -> np.ndarray:
-        """Scores [N] of items given by metadata + poster alone (e.g. brand-new movies), through `rank`."""
+        """Scores [N] of items given by metadata + poster alone (e.g. brand-new movies), through `rank_content`."""
         return self._run(self._plan_rank_items(history, items, timeout_s))
 
     def encode_items(

@@ -1,8 +1,9 @@
-"""Catalog item embeddings and the two catalog models of the `recommend` ensemble (`retrieval` and `topk`).
+"""Catalog item embeddings and the catalog models: `retrieval` and `topk` (the `recommend` ensemble), `item_lookup`
+and `score_mask` (the `rank` ensemble).
 
 The embeddings come from running the exported image encoder (onnxruntime, no torch) over every catalog movie's
-poster and metadata, so the same code path serves the export and the later addition of cold-start movies. The two
-models are small ONNX graphs built directly with onnx.helper; the embedding table and the row -> movieId map are
+poster and metadata, so the same code path serves the export and the later addition of cold-start movies. The catalog
+models are small ONNX graphs built directly with onnx.helper; the embedding table and the row <-> movieId maps are
 their initializers. Rows 0..num_items-1 are the training vocabulary (row = item index, so a history's item indices
 are catalog rows and seen items can be excluded in-graph); movies without training interactions follow.
 """
@@ -19,7 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hybridrec import spec
-from hybridrec.preprocessing import Artifacts, ItemCatalog, ItemMetadata, item_features, stack_items
+from hybridrec.preprocessing import Artifacts, ItemCatalog, ItemMetadata, item_features, save_titles, stack_items
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,19 @@ def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -
     """user_embedding [B, D], history [B, L] -> candidate_index [B, C], candidate_embedding [B, C, D].
 
     Scores are dot products with every catalog row; PAD/UNK rows and the user's history are excluded. Candidates
-    that had to be taken from excluded rows (catalog smaller than the depth) come back with index -1."""
-    rows, dim = cat.embeddings.shape
-    c = min(depth, rows)
-    bias = np.where(cat.valid, 0.0, MASKED).astype(np.float32)
+    that had to be taken from excluded rows (catalog smaller than the depth) come back with index -1, so the output
+    is always ``depth`` candidates wide."""
+    emb, valid = cat.embeddings, cat.valid
+    if len(emb) < depth:  # a tiny catalog: masked filler rows keep the served shape [B, depth] fixed
+        filler = depth - len(emb)
+        emb = np.vstack([emb, np.zeros((filler, emb.shape[1]), np.float32)])
+        valid = np.concatenate([valid, np.zeros(filler, bool)])
+    rows, dim = emb.shape
+    c = depth
+    bias = np.where(valid, 0.0, MASKED).astype(np.float32)
     inits = [
-        numpy_helper.from_array(np.ascontiguousarray(cat.embeddings.T), "catalog_t"),
-        numpy_helper.from_array(cat.embeddings, "catalog"),
+        numpy_helper.from_array(np.ascontiguousarray(emb.T), "catalog_t"),
+        numpy_helper.from_array(emb, "catalog"),
         numpy_helper.from_array(bias, "row_bias"),
         numpy_helper.from_array(np.array([c], np.int64), "depth"),
         numpy_helper.from_array(np.array(0, np.int64), "zero_i"),
@@ -198,8 +205,62 @@ def build_topk(cat: CatalogEmbeddings) -> onnx.ModelProto:
     return _model(graph)
 
 
-def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hybridrec")
+def build_item_lookup(cat: CatalogEmbeddings) -> onnx.ModelProto:
+    """movie_id [B, N] -> item_embedding [B, N, D], item_mask [B, N] (0, or -inf for movieIds not in the catalog).
+
+    A LabelEncoder (ai.onnx.ml) maps movieIds to catalog rows; unknown ids land on the UNK row."""
+    valid = cat.valid
+    inits = [
+        numpy_helper.from_array(cat.embeddings, "catalog"),
+        numpy_helper.from_array(np.array(spec.UNK_ID, np.int64), "unk_row"),
+        numpy_helper.from_array(np.array(-np.inf, np.float32), "minus_inf"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero_f"),
+    ]
+    nodes = [
+        helper.make_node(
+            "LabelEncoder",
+            ["movie_id"],
+            ["rows"],
+            domain="ai.onnx.ml",
+            keys_int64s=[int(m) for m in cat.movie_ids[valid]],
+            values_int64s=[int(r) for r in np.flatnonzero(valid)],
+            default_int64=spec.UNK_ID,
+        ),
+        helper.make_node("Gather", ["catalog", "rows"], ["item_embedding"], axis=0),
+        helper.make_node("Equal", ["rows", "unk_row"], ["unknown"]),
+        helper.make_node("Where", ["unknown", "minus_inf", "zero_f"], ["item_mask"]),
+    ]
+    dim = cat.embeddings.shape[1]
+    graph = helper.make_graph(
+        nodes,
+        "item_lookup",
+        [helper.make_tensor_value_info("movie_id", TensorProto.INT64, ["batch", "N"])],
+        [
+            helper.make_tensor_value_info("item_embedding", TensorProto.FLOAT, ["batch", "N", dim]),
+            helper.make_tensor_value_info("item_mask", TensorProto.FLOAT, ["batch", "N"]),
+        ],
+        inits,
+    )
+    return _model(graph, ml=True)
+
+
+def build_score_mask() -> onnx.ModelProto:
+    """raw_scores [B, N] + item_mask [B, N] -> scores [B, N]: unknown movies end at -inf."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["raw_scores", "item_mask"], ["scores"])],
+        "score_mask",
+        [
+            helper.make_tensor_value_info("raw_scores", TensorProto.FLOAT, ["batch", "N"]),
+            helper.make_tensor_value_info("item_mask", TensorProto.FLOAT, ["batch", "N"]),
+        ],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "N"])],
+    )
+    return _model(graph)
+
+
+def _model(graph: onnx.GraphProto, ml: bool = False) -> onnx.ModelProto:
+    opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("ai.onnx.ml", 2)] if ml else [])
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="hybridrec")
     model.ir_version = 8  # readable by the onnxruntime of Triton 2.51's container and newer
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -217,6 +278,8 @@ def write_catalog_models(repo: str | Path, cat: CatalogEmbeddings, depth: int = 
     cat.save(repo)
     _write(build_retrieval(cat, depth), repo / "retrieval" / "1" / "model.onnx")
     _write(build_topk(cat), repo / "topk" / "1" / "model.onnx")
+    _write(build_item_lookup(cat), repo / "item_lookup" / "1" / "model.onnx")
+    _write(build_score_mask(), repo / "score_mask" / "1" / "model.onnx")
 
 
 def add_items(
@@ -246,6 +309,7 @@ def add_items(
             cat.embeddings[row] = e
         rows.append(row)
     write_catalog_models(repo, cat, depth)
+    save_titles(repo, {mid: md.title for mid, md, _ in movies if md.title})
     return rows
 
 

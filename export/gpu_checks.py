@@ -107,7 +107,7 @@ def check_triton(repo: Path, config_sets: list[str | None], results: list[dict[s
         n: _ort(repo / n / "1" / "model.onnx", ["CPUExecutionProvider"])
         for n in ("sequence_encoder", "image_encoder", "fusion_head")
     }
-    rank_in = spec.example_batch(spec.RANK, 1, {"N": 50, "L": 50}, seed=3)
+    rank_in = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 50, "L": 50}, seed=3)
     user = cpu["sequence_encoder"].run(None, {"history": rank_in["history"]})[0]
     items = cpu["image_encoder"].run(None, {t.name: rank_in[t.name] for t in spec.ITEM_INPUTS})[0]
     want = cpu["fusion_head"].run(None, {"user_embedding": user, "item_embedding": items})[0]
@@ -117,11 +117,11 @@ def check_triton(repo: Path, config_sets: list[str | None], results: list[dict[s
         try:
             server = TritonServer(repo, model_config_name=name, binary=find_tritonserver())
             with server, RecommenderClient(server.grpc_url) as client:
-                got = client.infer("rank", rank_in)["scores"]
+                got = client.infer("rank_content", rank_in)["scores"]
                 rec = client.recommend_tensors(rank_in["history"][0], 10)
                 t1 = time.perf_counter()
                 for _ in range(50):
-                    client.infer("rank", rank_in)
+                    client.infer("rank_content", rank_in)
                 rank_ms = (time.perf_counter() - t1) / 50 * 1000
             worst = float(np.abs(got - want).max())
             tol = 1e-4 if label == "default" else 5e-2

@@ -19,8 +19,8 @@ from torch import nn
 from hybridrec import spec
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.export.catalog import encode_catalog, write_catalog_models
-from hybridrec.export.triton_config import write_configs
-from hybridrec.preprocessing import ARTIFACTS_FILE, ItemCatalog
+from hybridrec.export.triton_config import served_sizes, write_configs
+from hybridrec.preprocessing import ARTIFACTS_FILE, ItemCatalog, save_titles
 from hybridrec.training.train import load_model, load_run_config
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,12 @@ def export_run(
     artifacts.json, and the catalog models (retrieval over every catalog movie's embedding, top-K)."""
     model, artifacts = load_model(run_dir)
     repo = Path(repo)
-    write_configs(repo)
-    reports: dict[str, ParityReport | None] = {}
     dim = model.cfg.embedding_dim
+    if dim != spec.EMBEDDING_DIM:
+        log.warning("embedding width %d: %s's configs now differ from the committed ones (D=%d)", dim, repo,
+                    spec.EMBEDDING_DIM)
+    write_configs(repo, served_sizes(dim))
+    reports: dict[str, ParityReport | None] = {}
     for name, module in model.exported().items():
         m = spec.model_spec(name)
         path = export_model(module, m, repo / name / "1" / "model.onnx", dim, artifacts.num_items)
@@ -127,5 +130,6 @@ def export_run(
         data = load_movielens(resolve_data_dir(load_run_config(run_dir).data.path))
     catalog = encode_catalog(repo, ItemCatalog(data, artifacts))
     write_catalog_models(repo, catalog, depth)
+    save_titles(repo, {int(m): data.movies[int(m)].title for m in catalog.movie_ids if m >= 0})
     log.info("catalog models: %d rows, retrieval depth %d", len(catalog.movie_ids), depth)
     return reports

@@ -28,24 +28,30 @@ from hybridrec.serving_python import OnnxModel as TritonPythonModel  # noqa: F40
 '''
 
 
-def _tensor(msg: pb.ModelInput | pb.ModelOutput, t: spec.TensorSpec) -> None:
+def _tensor(msg: pb.ModelInput | pb.ModelOutput, t: spec.TensorSpec, served: dict[str, int]) -> None:
     msg.name = t.name
     msg.data_type = pb.DataType.Value(t.config_dtype)
-    msg.dims.extend(t.config_dims)
+    msg.dims.extend(t.config_dims(served))
 
 
-def model_config(m: spec.ModelSpec, profile: str = "default") -> pb.ModelConfig:
+def served_sizes(embedding_dim: int | None = None) -> dict[str, int]:
+    """The fixed sizes written into configs: the spec's, with a run's own embedding width where it differs."""
+    return {**spec.SERVED_SIZES, **({"D": embedding_dim} if embedding_dim else {})}
+
+
+def model_config(m: spec.ModelSpec, profile: str = "default", served: dict[str, int] | None = None) -> pb.ModelConfig:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {PROFILES}")
+    served = served_sizes() if served is None else served
     cfg = pb.ModelConfig(name=m.name, max_batch_size=m.batch_limit)
     for t in m.inputs:
         i = cfg.input.add()
-        _tensor(i, t)
-        # The python backend pads ragged requests itself, so requests of different N / L still share one batch.
-        if profile == "cpu" and m.batching and any(isinstance(d, str) for d in t.dims):
+        _tensor(i, t, served)
+        # The python backend pads ragged requests itself, so requests of different N still share one batch.
+        if profile == "cpu" and m.batching and -1 in t.config_dims(served):
             i.allow_ragged_batch = True
     for t in m.outputs:
-        _tensor(cfg.output.add(), t)
+        _tensor(cfg.output.add(), t, served)
     if m.is_ensemble:
         cfg.platform = "ensemble"
         for s in m.steps:
@@ -104,27 +110,29 @@ def parse(text: str) -> pb.ModelConfig:
     return text_format.Parse(text, pb.ModelConfig())
 
 
-def expected_files(models: tuple[spec.ModelSpec, ...] = tuple(spec.MODELS.values())) -> dict[str, str]:
+def expected_files(
+    models: tuple[spec.ModelSpec, ...] = tuple(spec.MODELS.values()), served: dict[str, int] | None = None
+) -> dict[str, str]:
     """Relative path -> content of every generated file of the repository."""
     files: dict[str, str] = {}
     for m in models:
-        files[f"{m.name}/config.pbtxt"] = render(model_config(m, "default"))
+        files[f"{m.name}/config.pbtxt"] = render(model_config(m, "default", served))
         if m.is_ensemble:
             files[f"{m.name}/1/.gitkeep"] = ""  # ensembles need an (empty) version folder
         else:
             for profile in ("cpu", "gpu-trt"):
-                files[f"{m.name}/configs/{profile}.pbtxt"] = render(model_config(m, profile))
+                files[f"{m.name}/configs/{profile}.pbtxt"] = render(model_config(m, profile, served))
             if m.name in spec.TRT_PLAN_MODELS:
-                files[f"{m.name}/configs/plan.pbtxt"] = render(model_config(m, "plan"))
+                files[f"{m.name}/configs/plan.pbtxt"] = render(model_config(m, "plan", served))
             files[f"{m.name}/1/model.py"] = MODEL_PY
     return files
 
 
-def write_configs(repo: str | Path) -> list[Path]:
-    """(Re)write the generated files under ``repo``; returns the paths written."""
+def write_configs(repo: str | Path, served: dict[str, int] | None = None) -> list[Path]:
+    """(Re)write the generated files under ``repo`` (``served``: see :func:`served_sizes`); returns the paths."""
     root = Path(repo)
     written = []
-    for rel, text in expected_files().items():
+    for rel, text in expected_files(served=served).items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.read_text() != text:
@@ -139,3 +147,55 @@ def drift(repo: str | Path) -> list[str]:
     return [
         rel for rel, text in expected_files().items() if not (root / rel).exists() or (root / rel).read_text() != text
     ]
+
+
+# ONNX TensorProto element type -> Triton config dtype, for the tensors this project serves.
+_ONNX_TO_CONFIG = {
+    1: "TYPE_FP32",
+    2: "TYPE_UINT8",
+    3: "TYPE_INT8",
+    5: "TYPE_INT16",
+    6: "TYPE_INT32",
+    7: "TYPE_INT64",
+    9: "TYPE_BOOL",
+    10: "TYPE_FP16",
+    11: "TYPE_FP64",
+}
+
+
+def graph_mismatches(cfg: pb.ModelConfig, graph_path: str | Path) -> list[str]:
+    """Where ``cfg`` disagrees with the exported ONNX graph as Triton's onnxruntime / TensorRT backends check it:
+    tensor names, dtypes, rank (the batch axis included when max_batch_size > 0, and dynamic there), and every dim
+    the graph fixes must be written as that size; -1 is allowed only where the graph's dim is dynamic too. A config
+    may fix a dim the graph leaves open (the served history length). Empty when they agree."""
+    import onnx
+
+    model = onnx.load(str(graph_path), load_external_data=False)
+    init = {i.name for i in model.graph.initializer}
+    graph = {
+        **{("input", v.name): v for v in model.graph.input if v.name not in init},
+        **{("output", v.name): v for v in model.graph.output},
+    }
+    wanted = {("input", t.name): t for t in cfg.input} | {("output", t.name): t for t in cfg.output}
+    problems = [f"{k} '{n}' is in the graph but not in the config" for k, n in sorted(set(graph) - set(wanted))]
+    problems += [f"{k} '{n}' is in the config but not in the graph" for k, n in sorted(set(wanted) - set(graph))]
+    batched = cfg.max_batch_size > 0
+    for key in sorted(set(graph) & set(wanted)):
+        where = f"{cfg.name} {key[0]} '{key[1]}'"
+        tt = graph[key].type.tensor_type
+        conf = wanted[key]
+        dtype = pb.DataType.Name(conf.data_type)
+        if _ONNX_TO_CONFIG.get(tt.elem_type) != dtype:
+            problems.append(f"{where}: config dtype {dtype}, graph {_ONNX_TO_CONFIG.get(tt.elem_type, tt.elem_type)}")
+        gdims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        cdims = ([-1] if batched else []) + list(conf.dims)
+        if len(gdims) != len(cdims):
+            problems.append(f"{where}: config rank {len(cdims)} {cdims}, graph rank {len(gdims)} {gdims}")
+            continue
+        for axis, (g, c) in enumerate(zip(gdims, cdims, strict=True)):
+            if batched and axis == 0:
+                if g != -1:
+                    problems.append(f"{where}: batch axis fixed at {g} in the graph")
+            elif g != -1 and c != g:
+                problems.append(f"{where}: axis {axis} is {g} in the graph but {c} in the config")
+    return problems

@@ -120,9 +120,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    print(f"config set: {server.config_set} ({server.config_set_reason})", flush=True)
     with server:
         print(
-            f"tritonserver ready ({'bundled, python backend' if binary.bundled else binary.executable}): "
+            f"tritonserver ready ({'bundled' if binary.bundled else binary.executable}): "
             f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
             flush=True,
         )
@@ -220,14 +221,17 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
     )
     poster = decode_poster(args.poster) if args.poster else None
     rows = add_items(args.repo, [(args.movie_id, md, poster)])
-    print(f"movie {args.movie_id} is catalog row {rows[0]}; retrieval/topk models rewritten in {args.repo}")
+    from hybridrec import spec
+
+    names = ", ".join(m.name for m in spec.CATALOG_MODELS)
+    print(f"movie {args.movie_id} is catalog row {rows[0]}; catalog models ({names}) rewritten in {args.repo}")
     if args.url:
         from hybridrec.client import RecommenderClient
 
         with RecommenderClient(args.url, args.protocol) as client:
-            for name in ("retrieval", "topk"):
-                client.load_model(name)
-        print(f"reloaded retrieval and topk on {args.url}: the movie is served now")
+            for m in spec.CATALOG_MODELS:
+                client.load_model(m.name)
+        print(f"reloaded {names} on {args.url}: the movie is served now")
     return 0
 
 
@@ -249,7 +253,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[3/4] starting tritonserver", flush=True)
     with TritonServer(Path(args.repo)) as server:
         t3 = time.time()
-        print(f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url} (bundled={server.binary.bundled})")
+        print(f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url}; config set {server.config_set} "
+              f"({server.config_set_reason})")
         print(f"[4/4] ranking for user {args.user} through the `rank` and `recommend` ensembles", flush=True)
         catalog = _catalog(args.repo, str(data_dir))
         query(server.grpc_url, "grpc", catalog, args.user, None, args.candidates, args.top)
@@ -303,6 +308,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name, row in metrics["models"].items():
         print(f"{name:>16}: NDCG@10 {row['ndcg@10'][0]:.4f} ± {row['ndcg@10'][1]:.4f}  HR@10 {row['hr@10'][0]:.4f}")
     print(f"wrote {args.out}/metrics.json, results.md and plots" + (f"; table -> {args.docs}" if args.docs else ""))
+    return 0
+
+
+def cmd_backend(args: argparse.Namespace) -> int:
+    """Build Triton's onnxruntime backend for the pip-bundled server, or say whether it is there."""
+    from hybridrec.backend_build import (
+        APT_PACKAGES,
+        BackendBuildError,
+        MissingPrerequisitesError,
+        build_onnxruntime_backend,
+        build_prerequisites,
+        bundled_backends_dir,
+        has_onnxruntime_backend,
+        onnxruntime_backend_dir,
+    )
+
+    if args.backend_cmd == "status":
+        try:
+            backends = bundled_backends_dir()
+        except BackendBuildError as e:
+            print(f"bundled tritonserver: not available ({e})")
+        else:
+            state = "installed" if has_onnxruntime_backend(backends) else "not installed (`hybridrec backend build`)"
+            print(f"onnxruntime backend of the bundled tritonserver: {state} ({onnxruntime_backend_dir(backends)})")
+        missing = build_prerequisites()
+        print("build prerequisites: " + ("all present" if not missing else "missing:\n  " + "\n  ".join(missing)))
+        return 0
+    t0 = time.time()
+    try:
+        installed = build_onnxruntime_backend(
+            bundled_backends_dir(),
+            Path(args.source) if args.source else None,
+            work_dir=Path(args.work_dir) if args.work_dir else None,
+            jobs=args.jobs,
+            force=args.force,
+        )
+    except MissingPrerequisitesError as e:
+        print("missing build prerequisites:\n  " + "\n  ".join(e.missing), file=sys.stderr)
+        print(f"Debian/Ubuntu: apt-get install -y {' '.join(APT_PACKAGES)}", file=sys.stderr)
+        return 2
+    except BackendBuildError as e:  # the first line names the failed step and the build log
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"onnxruntime backend installed in {installed} ({time.time() - t0:.1f} s)")
     return 0
 
 
@@ -415,6 +464,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. hybrid.optim.epochs=2")
     sp.add_argument("--report-only", action="store_true", help="fit nothing: rebuild the table from cached results")
     sp.set_defaults(func=cmd_evaluate)
+
+    sp = sub.add_parser("backend", help="Triton's onnxruntime backend for the pip-bundled server (CPU build)")
+    bsub = sp.add_subparsers(dest="backend_cmd", required=True)
+    b = bsub.add_parser("build", help="build it from source (branch r24.10) and install it beside the python backend")
+    b.add_argument("--source", help="source mirror folder (default: $HYBRIDREC_BACKEND_SOURCE, ../shared/vendor, git)")
+    b.add_argument("--work-dir", help="keep sources, build tree and build.log here (default: a temporary folder)")
+    b.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default: 2)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the backend is already installed")
+    bsub.add_parser("status", help="is the backend installed for the bundled server; what a build still needs")
+    sp.set_defaults(func=cmd_backend)
 
     sp = sub.add_parser(
         "loadtest", help="bounded headless Locust run (arguments after -- go to the runner)", add_help=False

@@ -230,6 +230,25 @@ def fit_artifacts(
     )
 
 
+# --- catalog titles ----------------------------------------------------------------------------------------------
+TITLES_FILE = "titles.json"  # movieId -> title of every served catalog movie: what a client shows, without the dataset
+
+
+def save_titles(repo: str | Path, titles: dict[int, str]) -> Path:
+    """Merge ``titles`` into the repository's movieId -> title map (atomically)."""
+    path = Path(repo) / TITLES_FILE
+    merged = {**load_titles(repo), **{int(k): str(v) for k, v in titles.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({str(k): v for k, v in sorted(merged.items())}))
+    tmp.replace(path)
+    return path
+
+
+def load_titles(repo: str | Path) -> dict[int, str]:
+    path = Path(repo) / TITLES_FILE
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+
 # --- histories ----------------------------------------------------------------------------------------------------
 def encode_history(movie_ids: Sequence[int], artifacts: Artifacts, length: int | None = None) -> np.ndarray:
     """Most recent ``length`` items, oldest first, padded with PAD at the end; unknown movies map to UNK."""

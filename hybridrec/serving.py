@@ -43,7 +43,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ServerBinary", "ServerError", "TritonServer", "find_tritonserver", "free_port"]
+__all__ = [
+    "ServerBinary",
+    "ServerError",
+    "TritonServer",
+    "choose_config_set",
+    "find_tritonserver",
+    "free_port",
+    "has_onnxruntime_backend",
+]
 
 INSTALL_HINT = (
     "No Triton Inference Server found: install the bundled CPU server with `pip install 'hybridrec[serve]'` "
@@ -208,6 +216,40 @@ def find_tritonserver(prefer_bundled: bool = False, workdir: Path | None = None)
     raise ServerError(INSTALL_HINT)
 
 
+def has_onnxruntime_backend(binary: ServerBinary) -> bool:
+    """Whether ``binary`` can serve ``platform: "onnxruntime_onnx"`` models. A system install (the official
+    container) carries the backend; the bundled server has it once `hybridrec backend build` has installed it."""
+    from hybridrec.backend_build import has_onnxruntime_backend as installed
+
+    return binary.backend_dir is None or installed(binary.backend_dir)
+
+
+def choose_config_set(binary: ServerBinary) -> tuple[str | None, str]:
+    """(--model-config-name, why): the DEFAULT set (what the official container serves) wherever the onnxruntime
+    backend exists, else the python-backend ``cpu`` set, which runs the same ONNX files in onnxruntime."""
+    if binary.backend_dir is None:
+        return None, "a system tritonserver: the official container's onnxruntime backend serves config.pbtxt"
+    if has_onnxruntime_backend(binary):
+        return None, f"the onnxruntime backend is installed in {binary.backend_dir}"
+    return "cpu", (
+        f"no onnxruntime backend in {binary.backend_dir}: the python-backend fallback "
+        "(`hybridrec backend build` builds the official backend)"
+    )
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc (empty where there is no /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
 def free_port() -> int:
     """A TCP port that is free on all interfaces right now (the server binds 0.0.0.0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -274,7 +316,9 @@ class TritonServer:
         self.model_repository = Path(model_repository).expanduser().resolve()
         self.binary = binary if binary is not None else find_tritonserver()
         if model_config_name == "auto":
-            model_config_name = "cpu" if self.binary.bundled else None
+            model_config_name, self.config_set_reason = choose_config_set(self.binary)
+        else:
+            self.config_set_reason = "asked for"
         self.model_config_name = model_config_name
         self.http_port, self.grpc_port, self.metrics_port = self._pick_ports(http_port, grpc_port, metrics_port)
         self._log_file_arg = Path(log_file) if log_file is not None else None
@@ -319,6 +363,11 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"127.0.0.1:{self.metrics_port}"
+
+    @property
+    def config_set(self) -> str:
+        """The config set served: "default" (config.pbtxt) or the --model-config-name."""
+        return self.model_config_name or "default"
 
     @property
     def pid(self) -> int | None:
@@ -515,11 +564,20 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(sig)
 
-    def _kill_group(self) -> None:
-        """SIGKILL whatever is left in the server's process group (the leader itself is already gone)."""
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+    def _kill_group(self, wait_s: float = 2.0) -> None:
+        """SIGKILL whatever is left in the server's process group (the leader itself is already gone), and wait until
+        the group is gone: a killed stub lives on for a moment, still holding its shared memory."""
+        if self._proc is None:
+            return
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
                 os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                return
+            if not group_members(self._proc.pid) or time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
     # ---------------------------------------------------------------------------------------------------------------
     def log_tail(self, lines: int = 40) -> str:

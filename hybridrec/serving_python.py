@@ -26,33 +26,15 @@ class RequestError(ValueError):
 
 
 def validate(model: spec.ModelSpec, arrays: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+    present = {k: a for k, a in arrays.items() if a is not None}
+    try:
+        model.check_request(present)
+    except ValueError as e:
+        raise RequestError(f"{model.name}: {e}") from None
     for t in model.inputs:
-        a = arrays.get(t.name)
-        if a is None:
-            raise RequestError(f"{model.name}: missing input '{t.name}'")
-        try:
-            t.check(a, batched=model.batched)
-        except ValueError as e:
-            raise RequestError(f"{model.name}: {e}") from None
-        if a.shape[0] == 0:
+        if present[t.name].shape[0] == 0:
             raise RequestError(f"{model.name}: input '{t.name}' has an empty batch")
-        out[t.name] = a
-    # Inputs that share a named axis must agree on it within a request (e.g. N across the item tensors).
-    sizes: dict[str, tuple[str, int]] = {}
-    for t in model.inputs:
-        for axis, d in t.axes(model.batched):
-            if isinstance(d, str):
-                got = out[t.name].shape[axis]
-                if d in sizes and sizes[d][1] != got:
-                    raise RequestError(
-                        f"{model.name}: input '{t.name}' has {d}={got} but '{sizes[d][0]}' has {d}={sizes[d][1]}"
-                    )
-                sizes.setdefault(d, (t.name, got))
-    batch = {a.shape[0] for a in out.values()}
-    if len(batch) > 1:
-        raise RequestError(f"{model.name}: inputs disagree on the batch size: {sorted(batch)}")
-    return out
+    return {t.name: present[t.name] for t in model.inputs}
 
 
 def request_sizes(model: spec.ModelSpec, arrays: dict[str, np.ndarray]) -> dict[str, int]:

@@ -25,7 +25,8 @@ META_EXTRA = ("year_z", "year_present", "poster_present")  # dense columns after
 META_WIDTH = GENRE_SLOTS + len(META_EXTRA)
 PEOPLE_SLOTS = 8  # cast + directors ids per item, 0-padded
 OVERVIEW_TOKENS = 64  # overview token ids per item, 0-padded
-HISTORY_LENGTH = 50  # the client pads/truncates histories to this; the models accept any length
+HISTORY_LENGTH = 50  # every served history is exactly this long (0-padded); the exported graphs accept any length
+EMBEDDING_DIM = 64  # D: the default embedding width; export writes each run's own width into its repository's configs
 
 # Reserved ids in every id vocabulary (items, people, words).
 PAD_ID = 0
@@ -52,7 +53,7 @@ def wire_dtype(dtype: np.dtype | str) -> str:
 
 
 Dim = int | str  # an int is fixed; a str names a dynamic axis
-FIXED_AT_EXPORT = frozenset({"D"})  # named in the configs, but a constant of each exported model
+FIXED_AT_EXPORT = frozenset({"D"})  # a dynamic name in the spec, but a constant of each exported graph
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,11 @@ class TensorSpec:
         """Triton's config enum name ("TYPE_FP32")."""
         return "TYPE_" + self.wire_dtype
 
-    @property
-    def config_dims(self) -> list[int]:
-        return [d if isinstance(d, int) else -1 for d in self.dims]
+    def config_dims(self, served: dict[str, int] | None = None) -> list[int]:
+        """Dims as a config writes them: fixed where the spec, the exported graph or the served interface fixes
+        them (``served``, default :data:`SERVED_SIZES`), -1 where requests may vary."""
+        sizes = SERVED_SIZES if served is None else served
+        return [d if isinstance(d, int) else sizes.get(d, -1) for d in self.dims]
 
     def axes(self, batched: bool = True) -> list[tuple[int, Dim]]:
         """(array axis, dim) pairs; a batched tensor's axis 0 is the implicit batch axis."""
@@ -92,17 +95,19 @@ class TensorSpec:
         axes.update({i: d for i, d in self.axes(batched) if isinstance(d, str) and d not in FIXED_AT_EXPORT})
         return axes
 
-    def check(self, array: np.ndarray, *, batched: bool = True) -> None:
-        """Raise a ValueError naming this input when ``array`` does not fit the spec."""
+    def check(self, array: np.ndarray, *, batched: bool = True, fixed: dict[str, int] | None = None) -> None:
+        """Raise a ValueError naming this input when ``array`` does not fit the spec (with the named axes in
+        ``fixed`` held to those sizes, e.g. the served history length)."""
         if array.dtype != self.np_dtype:
             raise ValueError(f"input '{self.name}': dtype {array.dtype} but {self.dtype} expected")
         if batched and array.ndim < 1:
             raise ValueError(f"input '{self.name}': missing batch axis")
         dims = array.shape[1:] if batched else array.shape
+        want_dims = [d if isinstance(d, int) else (fixed or {}).get(d, d) for d in self.dims]
         if len(dims) != len(self.dims) or any(
-            isinstance(want, int) and want != got for want, got in zip(self.dims, dims, strict=False)
+            isinstance(want, int) and want != got for want, got in zip(want_dims, dims, strict=False)
         ):
-            want_s = ", ".join(str(d) for d in self.dims)
+            want_s = ", ".join(str(d) for d in want_dims)
             shape = f"[batch, {want_s}]" if batched else f"[{want_s}]"
             raise ValueError(f"input '{self.name}': shape {tuple(array.shape)} does not match {shape}")
 
@@ -146,6 +151,25 @@ class ModelSpec:
             if t.name == name:
                 return t
         raise KeyError(f"{self.name} has no input '{name}'")
+
+    def check_request(self, arrays: dict[str, np.ndarray], fixed: dict[str, int] | None = None) -> None:
+        """Raise a ValueError naming the input when a request does not fit: every input present, each tensor as
+        :meth:`TensorSpec.check`, and inputs that share a named axis (N across the item tensors) agree on it."""
+        sizes: dict[str, tuple[str, int]] = {}
+        for t in self.inputs:
+            if t.name not in arrays:
+                raise ValueError(f"missing input '{t.name}'")
+            a = arrays[t.name]
+            t.check(a, batched=self.batched, fixed=fixed)
+            for axis, d in t.axes(self.batched):
+                if isinstance(d, str):
+                    got = a.shape[axis]
+                    if d in sizes and sizes[d][1] != got:
+                        raise ValueError(f"input '{t.name}' has {d}={got} but '{sizes[d][0]}' has {d}={sizes[d][1]}")
+                    sizes.setdefault(d, (t.name, got))
+        batch = {arrays[t.name].shape[0] for t in self.inputs}
+        if self.batched and len(batch) > 1:
+            raise ValueError(f"inputs disagree on the batch size: {sorted(batch)}")
 
     @property
     def input_names(self) -> list[str]:
@@ -218,8 +242,8 @@ FUSION_HEAD = ModelSpec(
 )
 COMPOSING = (IMAGE_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
 
-RANK = ModelSpec(
-    name="rank",
+RANK_CONTENT = ModelSpec(
+    name="rank_content",
     inputs=(HISTORY, *ITEM_INPUTS),
     outputs=(SCORES,),
     batching=None,
@@ -236,7 +260,8 @@ RANK = ModelSpec(
             (("scores", "scores"),),
         ),
     ),
-    doc="score N candidate movies for one user: sequence encoder + image encoder -> fusion head",
+    doc="the cold-start path: score N movies given by poster + metadata (none need be in the catalog) for one user: "
+    "sequence encoder + image encoder -> fusion head",
 )
 
 # --- the `recommend` path: whole-catalog retrieval inside Triton ----------------------------------------------------
@@ -245,6 +270,26 @@ DEFAULT_K = 10
 CANDIDATE_INDEX = TensorSpec("candidate_index", "int64", ("C",), "catalog rows of the retrieved candidates")
 CANDIDATE_EMBEDDING = TensorSpec("candidate_embedding", "float32", ("C", "D"))
 K = TensorSpec("k", "int64", (1,), "how many movies to return (clamped to 1..retrieval depth)")
+NO_MOVIE = -1  # pads `rank` candidate lists: never a movieId, so it scores -inf and is cut off by the client
+MAX_RANK_CANDIDATES = 1024  # per `rank` request; the client splits longer lists
+
+
+def rank_slots(n: int) -> int:
+    """Candidates per `rank` request for ``n`` movies: a power of two >= 16, so that concurrent requests share a
+    few shapes (the onnxruntime backend's batcher merges only requests of identical shape)."""
+    if not 1 <= n <= MAX_RANK_CANDIDATES:
+        raise ValueError(f"rank takes 1..{MAX_RANK_CANDIDATES} candidates per request, got {n}")
+    return max(16, 1 << (n - 1).bit_length())
+
+
+MOVIE_ID = TensorSpec("movie_id", "int64", ("N",), "MovieLens movieIds of catalog movies; unknown ids score as -inf")
+
+# Sizes the served interface fixes although the exported graphs leave them open (or fix them per run), written into
+# every config: the onnxruntime and TensorRT backends batch only requests of identical shape, and a fixed history
+# length is also its cap (a zero-length or oversize history is refused by Triton before any model runs).
+SERVED_SIZES: dict[str, int] = {"L": HISTORY_LENGTH, "D": EMBEDDING_DIM, "C": RETRIEVAL_DEPTH}
+# What a client can hold every request to, whatever run is served (D is each run's own width).
+REQUEST_SIZES: dict[str, int] = {"L": HISTORY_LENGTH}
 
 RETRIEVAL = ModelSpec(
     name="retrieval",
@@ -296,7 +341,56 @@ RECOMMEND = ModelSpec(
     ),
     doc="top-K movies for one user over the whole catalog: encode history -> retrieve -> rerank -> top-K",
 )
-CATALOG_MODELS = (RETRIEVAL, TOPK)
+ITEM_LOOKUP = ModelSpec(
+    name="item_lookup",
+    inputs=(MOVIE_ID,),
+    outputs=(ITEM_EMBEDDING, TensorSpec("item_mask", "float32", ("N",), "0 for catalog movies, -inf for unknown ids")),
+    batching=Batching(
+        max_batch_size=64,
+        preferred_batch_sizes=(16, 32, 64),
+        max_queue_delay_us=100,
+        why="a hash lookup and a gather per candidate: trivial, so merge what has queued without waiting for more",
+    ),
+    doc="catalog movieIds -> the catalog's precomputed item embeddings (the same table `retrieval` ranks)",
+)
+SCORE_MASK = ModelSpec(
+    name="score_mask",
+    inputs=(TensorSpec("raw_scores", "float32", ("N",)), TensorSpec("item_mask", "float32", ("N",))),
+    outputs=(SCORES,),
+    batching=Batching(
+        max_batch_size=64,
+        preferred_batch_sizes=(16, 32, 64),
+        max_queue_delay_us=100,
+        why="one addition per candidate: merge what has queued, never wait",
+    ),
+    doc="unknown movieIds get -inf, so they can never outrank a real movie",
+)
+CATALOG_MODELS = (RETRIEVAL, TOPK, ITEM_LOOKUP, SCORE_MASK)
+
+RANK = ModelSpec(
+    name="rank",
+    inputs=(HISTORY, MOVIE_ID),
+    outputs=(SCORES,),
+    batching=None,
+    max_batch_size=min(m.batching.max_batch_size for m in (SEQUENCE_ENCODER, ITEM_LOOKUP, FUSION_HEAD) if m.batching),
+    steps=(
+        EnsembleStep("sequence_encoder", (("history", "history"),), (("user_embedding", "user_embedding"),)),
+        EnsembleStep(
+            "item_lookup",
+            (("movie_id", "movie_id"),),
+            (("item_embedding", "item_embedding"), ("item_mask", "item_mask")),
+        ),
+        EnsembleStep(
+            "fusion_head",
+            (("user_embedding", "user_embedding"), ("item_embedding", "item_embedding")),
+            (("scores", "raw_scores"),),
+        ),
+        EnsembleStep(
+            "score_mask", (("raw_scores", "raw_scores"), ("item_mask", "item_mask")), (("scores", "scores"),)
+        ),
+    ),
+    doc="score N catalog movies (by movieId) for one user: no posters travel, the catalog's embeddings are reused",
+)
 
 # Warm-up request shapes per model (zeros): the CNN and the GRU pay the most for a cold onnxruntime session.
 WARMUP: dict[str, dict[str, int]] = {
@@ -304,7 +398,8 @@ WARMUP: dict[str, dict[str, int]] = {
     "sequence_encoder": {"L": HISTORY_LENGTH},
 }  # built from catalog embeddings at export time (no torch module)
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, *CATALOG_MODELS, RANK, RECOMMEND)}
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, *CATALOG_MODELS, RANK, RANK_CONTENT, RECOMMEND)}
+ENSEMBLES = tuple(m for m in MODELS.values() if m.is_ensemble)
 
 # TensorRT optimisation profiles: (min, opt, max) per dynamic axis; "batch" is bounded by each model's max batch.
 # They cover what the client sends (histories padded to HISTORY_LENGTH, up to 256 candidates per `rank` request).
@@ -329,7 +424,7 @@ def example_batch(
     model: ModelSpec, batch: int = 2, sizes: dict[str, int] | None = None, *, id_high: int = 64, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Random, valid inputs for ``model`` (used for tracing, parity checks and tests). ``sizes`` fixes dynamic axes."""
-    sizes = {"N": 3, "L": 7, "D": 64, "C": 5, "K": 3, **(sizes or {}), "B": batch}
+    sizes = {"N": 3, **SERVED_SIZES, "K": 3, **(sizes or {}), "B": batch}
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for t in model.inputs:

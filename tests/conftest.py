@@ -62,12 +62,37 @@ def exported_repo(tmp_path_factory: pytest.TempPathFactory, tiny_run: Path) -> P
     return repo
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 @pytest.fixture(scope="session")
 def live_server(exported_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
-    from hybridrec.serving import TritonServer
+    """The server every integration test talks to: the DEFAULT config set (onnxruntime backend, what the official
+    container serves) wherever that backend exists. CI must serve it: there a missing backend fails the suite."""
+    from hybridrec.serving import TritonServer, choose_config_set, find_tritonserver
 
+    binary = find_tritonserver()
+    config_set, why = choose_config_set(binary)
+    if config_set is not None and in_ci():
+        pytest.fail(f"CI serves the default config set, but {why}")
     log = tmp_path_factory.mktemp("server") / "tritonserver.log"
-    with TritonServer(exported_repo, log_file=log) as server:
+    with TritonServer(exported_repo, binary=binary, log_file=log, model_config_name=config_set) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cpu_server(exported_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator:  # type: ignore[type-arg]
+    """A second server on a copy of the same repository with the python-backend `cpu` set (the fallback)."""
+    import shutil
+
+    from hybridrec.serving import TritonServer, find_tritonserver
+
+    repo = tmp_path_factory.mktemp("cpu_set") / "model_repository"
+    shutil.copytree(exported_repo, repo)
+    log = repo.parent / "tritonserver.log"
+    binary = find_tritonserver(prefer_bundled=True)
+    with TritonServer(repo, binary=binary, log_file=log, model_config_name="cpu") as server:
         yield server
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridrec.serving import ServerBinary, ServerError, TritonServer, find_tritonserver, free_port
+from hybridrec.serving import ServerBinary, ServerError, TritonServer, find_tritonserver, free_port, group_members
 
 httpclient = pytest.importorskip("tritonclient.http")
 grpcclient = pytest.importorskip("tritonclient.grpc")
@@ -76,19 +76,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid`` (Linux /proc)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -144,7 +131,7 @@ def test_context_manager_infers_over_http_and_grpc(binary: ServerBinary, repo: P
         pid = server.pid
     print(f"tritonserver start-up (start + wait_ready): {startup_s:.2f} s")
     assert not server.alive
-    assert pid is not None and _group_members(pid) == []
+    assert pid is not None and group_members(pid) == []
 
 
 def test_stop_leaves_nothing_and_frees_ports(binary: ServerBinary, repo: Path) -> None:
@@ -153,7 +140,7 @@ def test_stop_leaves_nothing_and_frees_ports(binary: ServerBinary, repo: Path) -
         server.wait_ready(["add_one"])
         pid = server.pid
         assert pid is not None
-        members = _group_members(pid)
+        members = group_members(pid)
         assert pid in members and len(members) >= 2  # the server and the python backend stub
         assert not _port_is_free(server.http_port)
 
@@ -171,7 +158,7 @@ def test_stop_leaves_nothing_and_frees_ports(binary: ServerBinary, repo: Path) -
     assert code == 0
     assert server.stop() == code  # idempotent
     assert not server.alive
-    assert _group_members(pid) == []
+    assert group_members(pid) == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     for port in (server.http_port, server.grpc_port, server.metrics_port):
@@ -203,7 +190,7 @@ def test_sigkill_fallback_when_sigint_is_ignored(binary: ServerBinary, repo: Pat
     os.kill(pid, signal.SIGSTOP)  # a stopped process cannot act on SIGINT
     code = server.stop(timeout_s=0.5)
     assert code == -signal.SIGKILL
-    assert _group_members(pid) == []
+    assert group_members(pid) == []
 
 
 def test_ports_are_distinct_and_free() -> None:

@@ -35,7 +35,7 @@ def test_sequence_encoder_ignores_appended_padding(cell: str) -> None:
 
 def test_unknown_and_negative_ids_map_to_unk_not_crash() -> None:
     model = HybridModel(ModelConfig(), ART).eval()
-    batch = spec.example_batch(spec.RANK, 1, {"N": 4, "L": 6}, id_high=40)
+    batch = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 4, "L": 6}, id_high=40)
     batch["history"][0, :3] = [-5, 10**9, 3]
     batch["item_id"][0, :2] = [-1, 10**9]
     batch["meta"][0, 0, 0] = float("nan")
@@ -48,7 +48,7 @@ def test_unknown_and_negative_ids_map_to_unk_not_crash() -> None:
 
 def test_items_are_scored_independently_of_their_neighbours() -> None:
     model = HybridModel(ModelConfig(), ART).eval()
-    b = spec.example_batch(spec.RANK, 1, {"N": 5, "L": 6}, id_high=40)
+    b = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 5, "L": 6}, id_high=40)
     items = {t.name: torch.from_numpy(b[t.name]) for t in spec.ITEM_INPUTS}
     with torch.no_grad():
         full = model.score(torch.from_numpy(b["history"]), items)

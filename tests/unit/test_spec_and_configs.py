@@ -15,20 +15,40 @@ def test_every_model_spec_is_consistent() -> None:
         names = m.input_names + m.output_names
         assert len(names) == len(set(names)), m.name
         for t in (*m.inputs, *m.outputs):
-            assert t.config_dtype.startswith("TYPE_")
-            if m.batched:
-                assert t.dynamic_axes(True)[0] == "batch"
+            assert t.dtype in ("uint8", "int64", "float32"), (m.name, t.name)  # what the graphs and wire carry
+            # a batched model's ONNX batch axis is dynamic; D and the served sizes never are named axes there
+            axes = t.dynamic_axes(m.batched)
+            assert (axes.get(0) == "batch") == m.batched, (m.name, t.name)
+            assert "D" not in axes.values(), (m.name, t.name)
 
 
-def test_rank_ensemble_wires_every_step() -> None:
-    produced = set(spec.RANK.input_names)
-    for step in spec.RANK.steps:
+def test_served_sizes_fix_the_configs_dims() -> None:
+    assert spec.HISTORY.config_dims() == [spec.HISTORY_LENGTH]
+    assert spec.USER_EMBEDDING.config_dims() == [spec.EMBEDDING_DIM]
+    assert spec.ITEM_EMBEDDING.config_dims({"D": 32}) == [-1, 32]
+    assert spec.CANDIDATE_EMBEDDING.config_dims() == [spec.RETRIEVAL_DEPTH, spec.EMBEDDING_DIM]
+    with pytest.raises(ValueError, match=r"'history'.*\[batch, 50\]"):
+        spec.HISTORY.check(np.zeros((1, 7), np.int64), fixed=spec.REQUEST_SIZES)
+
+
+def test_rank_slots_are_few_shapes() -> None:
+    assert [spec.rank_slots(n) for n in (1, 16, 17, 50, 64, 65, 1024)] == [16, 16, 32, 64, 64, 128, 1024]
+    for bad in (0, spec.MAX_RANK_CANDIDATES + 1):
+        with pytest.raises(ValueError, match="candidates"):
+            spec.rank_slots(bad)
+
+
+@pytest.mark.parametrize("ensemble", spec.ENSEMBLES, ids=lambda m: m.name)
+def test_ensembles_wire_every_step(ensemble: spec.ModelSpec) -> None:
+    produced = set(ensemble.input_names)
+    for step in ensemble.steps:
         model = spec.model_spec(step.model)
         assert {k for k, _ in step.input_map} == set(model.input_names)
         assert {v for _, v in step.input_map} <= produced
         produced |= {v for _, v in step.output_map}
-    assert set(spec.RANK.output_names) <= produced
-    assert spec.RANK.max_batch_size <= min(m.batch_limit for m in spec.COMPOSING)
+    assert set(ensemble.output_names) <= produced
+    composing = [spec.model_spec(s.model) for s in ensemble.steps]
+    assert ensemble.max_batch_size <= min(m.batch_limit for m in composing if m.batched)
 
 
 def test_tensor_check_names_the_input() -> None:
@@ -42,7 +62,7 @@ def test_tensor_check_names_the_input() -> None:
 
 def test_example_batch_matches_spec() -> None:
     for m in spec.MODELS.values():
-        batch = spec.example_batch(m, 3, {"N": 4, "L": 5})
+        batch = spec.example_batch(m, 3, {"N": 4})
         for t in m.inputs:
             t.check(batch[t.name], batched=m.batched)
 
