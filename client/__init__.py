@@ -3,6 +3,7 @@ torch."""
 
 from hybridrec.client.aio import AsyncRecommenderClient
 from hybridrec.client.client import (
+    AdminKeyError,
     Health,
     InvalidRequestError,
     ModelNotFoundError,
@@ -16,6 +17,7 @@ from hybridrec.client.client import (
 )
 
 __all__ = [
+    "AdminKeyError",
     "AsyncRecommenderClient",
     "Health",
     "InvalidRequestError",

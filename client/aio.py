@@ -110,8 +110,12 @@ class AsyncRecommenderClient(ClientCore):
         return await self._run(self._plan_model_metadata(model_name, timeout_s))
 
     async def load_model(self, model_name: str, *, timeout_s: float | None = None) -> None:
-        """(Re)load a model on a server started with --model-control-mode=explicit (never retried)."""
-        await self._run(self._plan_load_model(model_name, timeout_s))
+        """(Re)load a model on a server started with --model-control-mode=explicit (never retried; admin key)."""
+        await self._run(self._plan_model_control("load_model", model_name, timeout_s))
+
+    async def unload_model(self, model_name: str, *, timeout_s: float | None = None) -> None:
+        """Unload a model (explicit model control; needs the admin key)."""
+        await self._run(self._plan_model_control("unload_model", model_name, timeout_s))
 
     # --- tensors ---
     async def infer(

@@ -39,7 +39,7 @@ from typing import Any, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 
-from hybridrec import spec
+from hybridrec import admin, spec
 from hybridrec.preprocessing import (
     Artifacts,
     ImageSpec,
@@ -122,11 +122,17 @@ class Health(TypedDict):
 
 # --- error mapping -------------------------------------------------------------------------------------------------
 # tritonclient's InferenceServerException.status(): "StatusCode.X" over gRPC, the HTTP status code over HTTP.
+class AdminKeyError(RecommenderError, PermissionError):
+    """A model-control call (load, unload, repository index) without the server's admin key, or with a wrong one."""
+
+
 _STATUS: dict[str, type[RecommenderError]] = {
     "INVALID_ARGUMENT": InvalidRequestError,
     "OUT_OF_RANGE": InvalidRequestError,
     "400": InvalidRequestError,
     "413": InvalidRequestError,
+    "403": AdminKeyError,
+    "PERMISSION_DENIED": AdminKeyError,
     "NOT_FOUND": ModelNotFoundError,
     "404": ModelNotFoundError,
     "UNAVAILABLE": ServerUnavailableError,
@@ -172,6 +178,10 @@ def map_error(e: BaseException, target: str, attempts: int = 1, timeout_s: float
     else:
         text = str(e) or type(e).__name__
     kind = _STATUS.get(status) or _transport_error(e) or RecommenderError
+    if "is restricted, expecting header" in text:  # Triton says UNAVAILABLE over gRPC: not a retryable outage
+        kind = AdminKeyError
+    elif "onnx runtime error 2:" in text:  # onnxruntime's INVALID_ARGUMENT (a size guard), which Triton calls INTERNAL
+        kind = InvalidRequestError
     if kind is RecommenderError and "unknown model" in text.lower():
         kind = ModelNotFoundError
     tag = f"[{status}] " if status and kind is RecommenderError else ""
@@ -244,7 +254,7 @@ T = TypeVar("T")
 Plan: TypeAlias = Generator[list[Call], list[Any], T]
 PosterSource: TypeAlias = bytes | str | Path | np.ndarray | None  # JPEG/PNG bytes or file, UINT8 [3, H, W], missing
 # Items per image_encoder request: what the TensorRT profiles accept (spec.TRT_RANGES) and a bounded payload.
-MAX_ITEMS_PER_REQUEST = spec.TRT_RANGES["N"][2]
+MAX_ITEMS_PER_REQUEST = spec.MAX_ITEMS
 # encode_items keeps this many requests in flight (the async client): the image encoder's preferred batch size.
 _ENCODE_CONCURRENCY = spec.IMAGE_ENCODER.batching.preferred_batch_sizes[0] if spec.IMAGE_ENCODER.batching else 1
 
@@ -300,12 +310,14 @@ class ClientCore:
         timeout_s: float = 60.0,
         retries: int = 3,
         backoff_s: float = 0.1,
+        admin_key: str | None = None,
     ) -> None:
         """``timeout_s`` bounds every call (each method takes its own ``timeout_s`` too); ``retries`` and
         ``backoff_s`` set the :class:`RetryPolicy` of idempotent calls that find the server UNAVAILABLE."""
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.url, self.protocol, self.timeout_s = url, protocol, timeout_s
+        self.admin_key = admin_key  # None: read from $HYBRIDREC_ADMIN_KEY or the key file when a call needs it
         self.retry = RetryPolicy(retries, backoff_s)
         self._mod = _module(protocol, self._aio)
         # movieId -> title: the served catalog's own map, shipped beside artifacts.json in the model repository
@@ -531,8 +543,13 @@ class ClientCore:
         (meta,) = yield [Call("get_model_metadata", model_name, (model_name,), timeout_s=self._timeout(timeout_s))]
         return meta
 
-    def _plan_load_model(self, model_name: str, timeout_s: float | None) -> Plan[None]:
-        yield [Call("load_model", model_name, (model_name,), timeout_s=self._timeout(timeout_s), idempotent=False)]
+    def _admin_headers(self) -> dict[str, str]:
+        key = self.admin_key if self.admin_key is not None else admin.read_key()
+        return admin.headers(key, self.protocol)
+
+    def _plan_model_control(self, method: str, model_name: str, timeout_s: float | None) -> Plan[None]:
+        kwargs = {"headers": self._admin_headers()}
+        yield [Call(method, model_name, (model_name,), kwargs, timeout_s=self._timeout(timeout_s), idempotent=False)]
 
 
 class RecommenderClient(ClientCore):
@@ -606,8 +623,13 @@ class RecommenderClient(ClientCore):
         return self._run(self._plan_model_metadata(model_name, timeout_s))
 
     def load_model(self, model_name: str, *, timeout_s: float | None = None) -> None:
-        """(Re)load a model on a server started with --model-control-mode=explicit (never retried)."""
-        self._run(self._plan_load_model(model_name, timeout_s))
+        """(Re)load a model on a server started with --model-control-mode=explicit (never retried). Needs the
+        server's admin key (``admin_key=``, else $HYBRIDREC_ADMIN_KEY or the key file): AdminKeyError otherwise."""
+        self._run(self._plan_model_control("load_model", model_name, timeout_s))
+
+    def unload_model(self, model_name: str, *, timeout_s: float | None = None) -> None:
+        """Unload a model (explicit model control; needs the admin key like :meth:`load_model`)."""
+        self._run(self._plan_model_control("unload_model", model_name, timeout_s))
 
     # --- tensors ---
     def infer(

@@ -11,6 +11,7 @@ are catalog rows and seen items can be excluded in-graph); movies without traini
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from hybridrec import spec
+from hybridrec.export.guards import add_size_guards
 from hybridrec.preprocessing import Artifacts, ItemCatalog, ItemMetadata, item_features, save_titles, stack_items
 
 log = logging.getLogger(__name__)
@@ -98,16 +100,18 @@ def encode_catalog(repo: str | Path, catalog: ItemCatalog, batch: int = 256) -> 
 
 
 def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -> onnx.ModelProto:
-    """user_embedding [B, D], history [B, L] -> candidate_index [B, C], candidate_embedding [B, C, D].
+    """user_embedding [B, D], history [B, L] -> candidate_movie_id [B, C], candidate_embedding [B, C, D].
 
     Scores are dot products with every catalog row; PAD/UNK rows and the user's history are excluded. Candidates
-    that had to be taken from excluded rows (catalog smaller than the depth) come back with index -1, so the output
-    is always ``depth`` candidates wide."""
-    emb, valid = cat.embeddings, cat.valid
+    that had to be taken from excluded rows (catalog smaller than the depth) come back with movie id -1, so the output
+    is always ``depth`` candidates wide. The movieIds travel with the embeddings: the whole answer comes from this
+    model's one catalog version."""
+    emb, valid, movie_ids = cat.embeddings, cat.valid, cat.movie_ids
     if len(emb) < depth:  # a tiny catalog: masked filler rows keep the served shape [B, depth] fixed
         filler = depth - len(emb)
         emb = np.vstack([emb, np.zeros((filler, emb.shape[1]), np.float32)])
         valid = np.concatenate([valid, np.zeros(filler, bool)])
+        movie_ids = np.concatenate([movie_ids, np.full(filler, -1, np.int64)])
     rows, dim = emb.shape
     c = depth
     bias = np.where(valid, 0.0, MASKED).astype(np.float32)
@@ -121,6 +125,7 @@ def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -
         numpy_helper.from_array(np.array(MASKED, np.float32), "masked"),
         numpy_helper.from_array(np.array(HALF_MASKED, np.float32), "half_masked"),
         numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
+        numpy_helper.from_array(movie_ids, "row_movie_id"),
     ]
     nodes = [
         helper.make_node("MatMul", ["user_embedding", "catalog_t"], ["dot"]),
@@ -143,7 +148,8 @@ def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -
         helper.make_node("TopK", ["masked_scores", "depth"], ["top_scores", "top_rows"], axis=1),
         helper.make_node("Gather", ["catalog", "top_rows"], ["candidate_embedding"], axis=0),
         helper.make_node("Less", ["top_scores", "half_masked"], ["excluded"]),
-        helper.make_node("Where", ["excluded", "minus_one", "top_rows"], ["candidate_index"]),
+        helper.make_node("Gather", ["row_movie_id", "top_rows"], ["top_movie_ids"], axis=0),
+        helper.make_node("Where", ["excluded", "minus_one", "top_movie_ids"], ["candidate_movie_id"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -153,7 +159,7 @@ def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -
             helper.make_tensor_value_info("history", TensorProto.INT64, ["batch", "L"]),
         ],
         [
-            helper.make_tensor_value_info("candidate_index", TensorProto.INT64, ["batch", c]),
+            helper.make_tensor_value_info("candidate_movie_id", TensorProto.INT64, ["batch", c]),
             helper.make_tensor_value_info("candidate_embedding", TensorProto.FLOAT, ["batch", c, dim]),
         ],
         inits,
@@ -161,17 +167,15 @@ def build_retrieval(cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -
     return _model(graph)
 
 
-def build_topk(cat: CatalogEmbeddings) -> onnx.ModelProto:
-    """candidate_scores [B, C], candidate_index [B, C], k [1] -> movie_ids [B, K], scores [B, K]; K = clamp(k, 1, C).
-
-    Excluded candidates (index -1) sink to the bottom and come back as movie id -1 if K reaches them."""
+def build_topk() -> onnx.ModelProto:
+    """candidate_scores [B, C], candidate_movie_id [B, C], k [1] -> movie_ids [B, K], scores [B, K];
+    K = clamp(k, 1, C). Stateless: excluded candidates (movie id -1) sink to the bottom and stay -1 if K reaches
+    them."""
     inits = [
-        numpy_helper.from_array(cat.movie_ids, "row_movie_id"),
         numpy_helper.from_array(np.array([1], np.int64), "one"),
         numpy_helper.from_array(np.array([1], np.int64), "axis1_start"),
         numpy_helper.from_array(np.array([2], np.int64), "axis1_end"),
         numpy_helper.from_array(np.array(0, np.int64), "zero_i"),
-        numpy_helper.from_array(np.array(-1, np.int64), "minus_one"),
         numpy_helper.from_array(np.array(MASKED, np.float32), "masked"),
     ]
     nodes = [
@@ -179,21 +183,17 @@ def build_topk(cat: CatalogEmbeddings) -> onnx.ModelProto:
         helper.make_node("Slice", ["s_shape", "axis1_start", "axis1_end"], ["n_cand"]),
         helper.make_node("Max", ["k", "one"], ["k_lo"]),
         helper.make_node("Min", ["k_lo", "n_cand"], ["kk"]),
-        helper.make_node("Less", ["candidate_index", "zero_i"], ["excluded"]),
+        helper.make_node("Less", ["candidate_movie_id", "zero_i"], ["excluded"]),
         helper.make_node("Where", ["excluded", "masked", "candidate_scores"], ["ranked_scores"]),
         helper.make_node("TopK", ["ranked_scores", "kk"], ["scores", "pos"], axis=1),
-        helper.make_node("GatherElements", ["candidate_index", "pos"], ["rows"], axis=1),
-        helper.make_node("Less", ["rows", "zero_i"], ["row_excluded"]),
-        helper.make_node("Max", ["rows", "zero_i"], ["safe_rows"]),
-        helper.make_node("Gather", ["row_movie_id", "safe_rows"], ["ids"], axis=0),
-        helper.make_node("Where", ["row_excluded", "minus_one", "ids"], ["movie_ids"]),
+        helper.make_node("GatherElements", ["candidate_movie_id", "pos"], ["movie_ids"], axis=1),
     ]
     graph = helper.make_graph(
         nodes,
         "topk",
         [
             helper.make_tensor_value_info("candidate_scores", TensorProto.FLOAT, ["batch", "C"]),
-            helper.make_tensor_value_info("candidate_index", TensorProto.INT64, ["batch", "C"]),
+            helper.make_tensor_value_info("candidate_movie_id", TensorProto.INT64, ["batch", "C"]),
             helper.make_tensor_value_info("k", TensorProto.INT64, [1]),
         ],
         [
@@ -261,6 +261,9 @@ def build_score_mask() -> onnx.ModelProto:
 def _model(graph: onnx.GraphProto, ml: bool = False) -> onnx.ModelProto:
     opsets = [helper.make_opsetid("", OPSET)] + ([helper.make_opsetid("ai.onnx.ml", 2)] if ml else [])
     model = helper.make_model(graph, opset_imports=opsets, producer_name="hybridrec")
+    served = spec.MODELS.get(graph.name)
+    if served is not None and served.caps:
+        add_size_guards(model, served)
     model.ir_version = 8  # readable by the onnxruntime of Triton 2.51's container and newer
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -273,13 +276,52 @@ def _write(model: onnx.ModelProto, path: Path) -> None:
     tmp.replace(path)  # a model (re)load never sees a half-written file
 
 
-def write_catalog_models(repo: str | Path, cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH) -> None:
+def model_versions(repo: str | Path, model: str) -> list[int]:
+    """The numeric version folders of ``model`` in ``repo``, ascending."""
+    folder = Path(repo) / model
+    return sorted(int(p.name) for p in folder.glob("[0-9]*") if p.is_dir() and p.name.isdigit())
+
+
+def write_catalog_models(
+    repo: str | Path, cat: CatalogEmbeddings, depth: int = spec.RETRIEVAL_DEPTH, *, new_version: bool = False
+) -> int:
+    """Write the catalog models; returns the version written.
+
+    ``new_version=False`` (export): version 1, and stale versions of earlier catalog updates are removed.
+    ``new_version=True`` (a catalog update): the models that hold catalog state go to a new version folder (latest + 1)
+    beside the one being served, so a server keeps answering from the old version until it has loaded the new one;
+    :func:`prune_catalog_versions` removes the old folders afterwards."""
     repo = Path(repo)
     cat.save(repo)
-    _write(build_retrieval(cat, depth), repo / "retrieval" / "1" / "model.onnx")
-    _write(build_topk(cat), repo / "topk" / "1" / "model.onnx")
-    _write(build_item_lookup(cat), repo / "item_lookup" / "1" / "model.onnx")
+    stateful = [m.name for m in spec.CATALOG_STATE_MODELS]
+    version = max((v for m in stateful for v in model_versions(repo, m)), default=0) + 1 if new_version else 1
+    builders = {"retrieval": lambda: build_retrieval(cat, depth), "item_lookup": lambda: build_item_lookup(cat)}
+    for name in stateful:
+        folder = repo / name / str(version)
+        current = repo / name / "1" / "model.py"  # the python backend's generated wrapper travels with each version
+        older = [repo / name / str(v) / "model.py" for v in model_versions(repo, name)]
+        wrapper = next((p for p in [current, *older] if p.exists()), None)
+        _write(builders[name](), folder / "model.onnx")
+        if wrapper is not None and wrapper.parent != folder:
+            shutil.copyfile(wrapper, folder / "model.py")
+    _write(build_topk(), repo / "topk" / "1" / "model.onnx")
     _write(build_score_mask(), repo / "score_mask" / "1" / "model.onnx")
+    if not new_version:
+        prune_catalog_versions(repo, keep=1)
+    return version
+
+
+def prune_catalog_versions(repo: str | Path, keep: int) -> None:
+    """Remove the catalog models' version folders other than ``keep`` (version 1's generated files stay)."""
+    for m in spec.CATALOG_STATE_MODELS:
+        for v in model_versions(repo, m.name):
+            if v == keep:
+                continue
+            folder = Path(repo) / m.name / str(v)
+            if v == 1:  # keep the committed wrapper; drop only the stale graph
+                (folder / "model.onnx").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def add_items(
@@ -287,11 +329,14 @@ def add_items(
     movies: Sequence[tuple[int, ItemMetadata, np.ndarray | None]],
     *,
     depth: int = spec.RETRIEVAL_DEPTH,
-) -> list[int]:
+    prune: bool = True,
+) -> tuple[list[int], int]:
     """Add (or replace) catalog movies from their poster + metadata alone; returns their catalog rows.
 
     New movies have no learned id row: they are embedded from content (item_id = UNK), exactly like any cold item.
-    Rewrites the retrieval and topk models; reload them in the server to serve the new catalog."""
+    Writes the catalog-state models (spec.CATALOG_STATE_MODELS) as a new version; load them in the server to serve
+    the new catalog, then prune the old versions (``prune=True`` does it at once: for a server that is not running).
+    Returns (catalog rows, the new version)."""
     repo = Path(repo)
     art = Artifacts.load(repo)
     cat = CatalogEmbeddings.load(repo)
@@ -308,9 +353,11 @@ def add_items(
         else:
             cat.embeddings[row] = e
         rows.append(row)
-    write_catalog_models(repo, cat, depth)
+    version = write_catalog_models(repo, cat, depth, new_version=True)
     save_titles(repo, {mid: md.title for mid, md, _ in movies if md.title})
-    return rows
+    if prune:
+        prune_catalog_versions(repo, keep=version)
+    return rows, version
 
 
 def reference_recommend(

@@ -19,6 +19,7 @@ from torch import nn
 from hybridrec import spec
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.export.catalog import encode_catalog, write_catalog_models
+from hybridrec.export.guards import add_size_guards
 from hybridrec.export.triton_config import served_sizes, write_configs
 from hybridrec.preprocessing import ARTIFACTS_FILE, ItemCatalog, save_titles
 from hybridrec.training.train import load_model, load_run_config
@@ -73,7 +74,9 @@ def export_model(module: nn.Module, m: spec.ModelSpec, path: Path, dim: int, num
         )
     import onnx
 
-    onnx.checker.check_model(str(tmp))
+    proto = add_size_guards(onnx.load(str(tmp)), m)  # per-request caps the backends cannot enforce from a config
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
     tmp.replace(path)
     return path
 

@@ -32,6 +32,9 @@ def profiles(model: spec.ModelSpec, onnx_shapes: dict[str, list[int | str]]) -> 
     """(min, opt, max) shapes per input: fixed dims from the ONNX graph, dynamic ones from spec.TRT_RANGES."""
     batch = model.batch_limit
     ranges = {"batch": (1, max(1, batch // 2), batch), **spec.TRT_RANGES}
+    # what the configs fix is one size; a model's own per-request cap is its range's top
+    ranges.update({name: (size, size, size) for name, size in spec.SERVED_SIZES.items()})
+    ranges.update({name: (1, min(ranges.get(name, (1, cap, cap))[1], cap), cap) for name, cap in model.caps})
     out = []
     for t in model.inputs:
         dims = onnx_shapes[t.name]

@@ -52,6 +52,8 @@ def model_config(m: spec.ModelSpec, profile: str = "default", served: dict[str, 
             i.allow_ragged_batch = True
     for t in m.outputs:
         _tensor(cfg.output.add(), t, served)
+    for axis, cap in m.caps:  # the per-request bound the graphs' guards enforce (and the python backend checks)
+        cfg.parameters[f"max_{axis}"].string_value = str(cap)
     if m.is_ensemble:
         cfg.platform = "ensemble"
         for s in m.steps:

@@ -99,12 +99,27 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from hybridrec.serving import TritonServer, find_tritonserver
+    from hybridrec import admin
+    from hybridrec.serving import TritonServer, find_tritonserver, port_in_use
 
+    for flag, port in (
+        ("--http-port", args.http_port),
+        ("--grpc-port", args.grpc_port),
+        ("--metrics-port", args.metrics_port),
+    ):
+        if port_in_use(port, args.host):
+            print(
+                f"error: port {port} is in use on {args.host} (another tritonserver?): pick another with {flag}",
+                file=sys.stderr,
+            )
+            return 2
+    key_file = Path(args.admin_key_file).expanduser() if args.admin_key_file else admin.default_key_file()
+    key = admin.ensure_key(key_file)
     binary = find_tritonserver(prefer_bundled=args.bundled)
     server = TritonServer(
         Path(args.repo),
         binary=binary,
+        model_config_name={"auto": "auto", "default": None}.get(args.config_set, args.config_set),
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
@@ -112,6 +127,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # explicit control lets `hybridrec catalog add --url` reload the catalog models without a restart
         model_control_mode="explicit",
         extra_args=["--load-model=*"],
+        host=args.host,
+        admin_key=key,
     )
     stop = {"now": False}
 
@@ -120,15 +137,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    where = "$" + admin.ENV if os.environ.get(admin.ENV) else str(key_file)
     print(f"config set: {server.config_set} ({server.config_set_reason})", flush=True)
     with server:
         print(
-            f"tritonserver ready ({'bundled' if binary.bundled else binary.executable}): "
-            f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
+            f"tritonserver ready ({'bundled' if binary.bundled else binary.executable}) on {args.host}: "
+            f"HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}\n"
+            f"model control (load/unload) needs the admin key in {where}; inference needs none",
             flush=True,
         )
+        next_probe = time.monotonic() + args.probe_interval
         while not stop["now"] and server.alive:
             time.sleep(0.5)
+            if args.probe_interval > 0 and time.monotonic() > next_probe and server.alive:
+                try:  # an instance that died (a python-backend stub) reads READY but fails every request
+                    for name, why in server.heal().items():
+                        print(f"model {name} failed a probe and was reloaded: {why[:200]}", file=sys.stderr, flush=True)
+                except Exception as e:  # the server is going down: the loop notices that next
+                    log.debug("probe failed: %s", e)
+                next_probe = time.monotonic() + args.probe_interval
+        died = not stop["now"]
+        code = server.stop()
+    if died:  # killed or crashed: say so and fail, so that a supervisor restarts us
+        print(f"error: tritonserver exited on its own with code {code}; log: {server.log_path}", file=sys.stderr)
+        return 1
     print("tritonserver stopped")
     return 0
 
@@ -220,18 +252,21 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         args.title, split(args.genres), args.year, args.overview or "", split(args.cast), split(args.directors)
     )
     poster = decode_poster(args.poster) if args.poster else None
-    rows = add_items(args.repo, [(args.movie_id, md, poster)])
+    rows, version = add_items(args.repo, [(args.movie_id, md, poster)], prune=not args.url)
     from hybridrec import spec
+    from hybridrec.export.catalog import prune_catalog_versions
 
-    names = ", ".join(m.name for m in spec.CATALOG_MODELS)
-    print(f"movie {args.movie_id} is catalog row {rows[0]}; catalog models ({names}) rewritten in {args.repo}")
+    names = ", ".join(m.name for m in spec.CATALOG_STATE_MODELS)
+    print(f"movie {args.movie_id} is catalog row {rows[0]}; {names} written as version {version} in {args.repo}")
     if args.url:
         from hybridrec.client import RecommenderClient
 
+        # Each model swaps to its new version once loaded; until then the old version answers: no request is lost.
         with RecommenderClient(args.url, args.protocol) as client:
-            for m in spec.CATALOG_MODELS:
+            for m in spec.CATALOG_STATE_MODELS:
                 client.load_model(m.name)
-        print(f"reloaded {names} on {args.url}: the movie is served now")
+        prune_catalog_versions(args.repo, keep=version)
+        print(f"loaded {names} version {version} on {args.url}: the movie is served now")
     return 0
 
 
@@ -253,8 +288,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("[3/4] starting tritonserver", flush=True)
     with TritonServer(Path(args.repo)) as server:
         t3 = time.time()
-        print(f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url}; config set {server.config_set} "
-              f"({server.config_set_reason})")
+        print(
+            f"      ready: HTTP {server.http_url}  gRPC {server.grpc_url}; config set {server.config_set} "
+            f"({server.config_set_reason})"
+        )
         print(f"[4/4] ranking for user {args.user} through the `rank` and `recommend` ensembles", flush=True)
         catalog = _catalog(args.repo, str(data_dir))
         query(server.grpc_url, "grpc", catalog, args.user, None, args.candidates, args.top)
@@ -355,10 +392,19 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's --help shows each flag's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hybridrec", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="hybridrec", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
     def train_args(sp: argparse.ArgumentParser, preset: str | None) -> None:
         sp.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
@@ -390,12 +436,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_configs)
 
     sp = sub.add_parser("serve", help="start tritonserver on the model repository (Ctrl-C stops it)")
-    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository to serve")
     sp.add_argument("--bundled", action="store_true", help="use the pip-bundled server even if one is on PATH")
-    sp.add_argument("--http-port", type=int)
-    sp.add_argument("--grpc-port", type=int)
-    sp.add_argument("--metrics-port", type=int)
+    sp.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (0.0.0.0 to accept other machines, e.g. in a container)"
+    )
+    sp.add_argument("--http-port", type=int, default=8000, help="HTTP port")
+    sp.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
+    sp.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    sp.add_argument(
+        "--admin-key-file",
+        help="file holding the model-control key (created when absent; $HYBRIDREC_ADMIN_KEY wins; "
+        "default ~/.config/hybridrec/admin-key)",
+    )
     sp.add_argument("--cache-size", type=int, help="enable Triton's response cache for the ensembles (bytes)")
+    sp.add_argument(
+        "--config-set",
+        default="auto",
+        choices=["auto", "default", "cpu", "gpu-trt", "plan"],
+        help="auto: the default set where the onnxruntime backend exists, else cpu",
+    )
+    sp.add_argument(
+        "--probe-interval",
+        type=float,
+        default=5.0,
+        help="seconds between model probes; a model that fails one is reloaded (0: off)",
+    )
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("query", help="rank unseen movies for a user through the `rank` ensemble")
@@ -507,9 +573,28 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning")
     try:
         return int(args.func(args))
-    except FileNotFoundError as e:  # missing data, run or model files: say what to do, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2 if is_input_error(e) else 1
+
+
+def is_input_error(e: BaseException) -> bool:
+    """Exit 2 for what the user gave (a flag, a config key, a file, the data), 1 for what failed while running."""
+    from hybridrec.configs import ConfigError
+
+    return isinstance(e, FileNotFoundError | ConfigError | ValueError | KeyError)
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of the message (a server error carries its log: point at the file instead)."""
+    text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip() or type(e).__name__
+    lines = text.splitlines()
+    log_line = next((ln for ln in lines[1:] if ln.startswith("log: ")), "")
+    return lines[0] + (f" ({log_line}; --debug for details)" if log_line else "")
 
 
 if __name__ == "__main__":

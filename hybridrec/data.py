@@ -52,6 +52,7 @@ __all__ = [
     "LAYOUTS",
     "DataFormatError",
     "DataNotFoundError",
+    "DatasetTooSmallError",
     "Movie",
     "MovieLensData",
     "Ratings",
@@ -116,6 +117,12 @@ class DataNotFoundError(FileNotFoundError):
 
 class DataFormatError(ValueError):
     """A data file is corrupt or cannot be parsed. The message names the file and, where known, the line."""
+
+
+class DatasetTooSmallError(DataFormatError, DataNotFoundError):
+    """The dataset parses but is too small to train on (no ratings, no user with enough ratings for the split, no
+    training examples). The message says what is missing. A DataFormatError (the data is unusable as given) and,
+    like DataNotFoundError, a FileNotFoundError (no usable dataset), so `hybridrec` reports it in one line."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hybridrec import admin
+
 __all__ = [
     "ServerBinary",
     "ServerError",
@@ -51,6 +53,7 @@ __all__ = [
     "find_tritonserver",
     "free_port",
     "has_onnxruntime_backend",
+    "port_in_use",
 ]
 
 INSTALL_HINT = (
@@ -67,6 +70,15 @@ _HARMLESS_ERRORS = (
     "CUDA driver version is insufficient",
     "Non-graceful termination detected",
 )
+_NP_DTYPES = {
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "FP16": "float16",
+    "FP32": "float32",
+    "FP64": "float64",
+}
 _ERROR_LINE = re.compile(r"^(E\d{4} |\[libprotobuf (ERROR|FATAL)|error: |Error: |Traceback|\w*Error: )")
 
 
@@ -250,6 +262,16 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a TCP ``port`` cannot be bound on ``host`` right now (another server holds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
     """A TCP port that is free on all interfaces right now (the server binds 0.0.0.0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -308,7 +330,11 @@ class TritonServer:
         cache_config: str | None = None,
         model_control_mode: str = "none",
         startup_timeout_s: float = 120.0,
+        host: str = "127.0.0.1",
+        admin_key: str | None = None,
     ) -> None:
+        """``host``: the address the three endpoints bind to (loopback unless told otherwise, e.g. "0.0.0.0" in a
+        container). ``admin_key``: when set, the model-control, trace and logging APIs need it (hybridrec.admin)."""
         if model_control_mode not in _MODEL_CONTROL_MODES:
             raise ValueError(f"model_control_mode must be one of {_MODEL_CONTROL_MODES}, got {model_control_mode!r}")
         if model_config_name == "":
@@ -328,6 +354,10 @@ class TritonServer:
         self.model_control_mode = model_control_mode
         self.startup_timeout_s = float(startup_timeout_s)
         self.server_id = _arg_value(self.extra_args, "--id") or f"hybridrec-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.host = host
+        self.admin_key = admin.check_key(admin_key) if admin_key is not None else None
+        # The python backend's shared-memory regions carry this prefix, so that stop() can remove exactly ours.
+        self.shm_prefix = f"hybridrec_{uuid.uuid4().hex[:12]}_"
         self._proc: subprocess.Popen[bytes] | None = None
         self._returncode: int | None = None
         self._stop_lock = threading.Lock()
@@ -353,16 +383,20 @@ class TritonServer:
 
     # ---------------------------------------------------------------------------------------------------------------
     @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
+    @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{self._connect_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self._connect_host}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"127.0.0.1:{self.metrics_port}"
+        return f"{self._connect_host}:{self.metrics_port}"
 
     @property
     def config_set(self) -> str:
@@ -382,10 +416,16 @@ class TritonServer:
         b = self.binary
         args = [str(b.executable), f"--model-repository={self.model_repository}"]
         args += [
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
+        if self.admin_key is not None:
+            args += admin.server_args(self.admin_key)
         if b.backend_dir is not None:
             args.append(f"--backend-directory={b.backend_dir}")
         if b.cache_dir is not None:
@@ -495,7 +535,7 @@ class TritonServer:
             return f"our server on HTTP port {self.http_port} (another server answers there)"
         if grpc is not None and grpc.get_server_metadata().name != self.server_id:
             return f"our server on gRPC port {self.grpc_port} (another server answers there)"
-        index = http.get_model_repository_index()
+        index = http.get_model_repository_index(headers=admin.headers(self.admin_key))
         states = {m.get("name"): m for m in index}
         if models is None:
             if self.model_control_mode == "explicit":
@@ -519,7 +559,7 @@ class TritonServer:
         return ""
 
     def _metrics_answer(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.metrics_port), timeout=2.0) as sock:
+        with socket.create_connection((self._connect_host, self.metrics_port), timeout=2.0) as sock:
             sock.sendall(f"GET /metrics HTTP/1.0\r\nHost: {self.metrics_url}\r\n\r\n".encode())
             head = sock.recv(64)
         return head.startswith(b"HTTP/1.") and b" 200" in head
@@ -529,6 +569,7 @@ class TritonServer:
             code = self._proc.returncode
             self._returncode = code
             self._kill_group()
+            self.remove_shared_memory()
             with _LIVE_LOCK:
                 _LIVE.discard(self)
             raise ServerError(self._describe(f"tritonserver exited with code {code} {when}"))
@@ -549,9 +590,19 @@ class TritonServer:
                     proc.wait()
             self._returncode = proc.returncode
             self._kill_group()  # python backend stubs left behind by a crashed or killed server
+            self.remove_shared_memory()
             with _LIVE_LOCK:
                 _LIVE.discard(self)
             return self._returncode
+
+    def remove_shared_memory(self) -> list[Path]:
+        """Delete the python backend's /dev/shm regions of this server (a killed server leaves them behind)."""
+        removed = []
+        for path in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+        return removed
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self._proc is None:
@@ -580,6 +631,57 @@ class TritonServer:
             time.sleep(0.02)
 
     # ---------------------------------------------------------------------------------------------------------------
+    def probe(self, models: Sequence[str] | None = None, timeout_s: float = 10.0) -> dict[str, str]:
+        """Send each model one zero-filled request shaped from its own metadata; returns {model: error} for the
+        models that failed. Readiness alone does not tell: a python-backend instance whose stub died still reads
+        READY, while every request to it fails."""
+        import numpy as np
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=timeout_s)
+        failed: dict[str, str] = {}
+        try:
+            index = client.get_model_repository_index(headers=admin.headers(self.admin_key))
+            names = list(models) if models is not None else [m["name"] for m in index if m.get("state") == "READY"]
+            for name in names:
+                try:
+                    meta = client.get_model_metadata(name)
+                    if client.get_model_config(name).get("platform") == "ensemble":
+                        continue  # its steps are probed themselves
+                    inputs = []
+                    for t in meta["inputs"]:
+                        shape = [1 if d == -1 else d for d in t["shape"]]
+                        x = httpclient.InferInput(t["name"], shape, t["datatype"])
+                        dtype = np.object_ if t["datatype"] == "BYTES" else _NP_DTYPES[t["datatype"]]
+                        x.set_data_from_numpy(np.zeros(shape, dtype))
+                        inputs.append(x)
+                    client.infer(name, inputs)
+                except Exception as exc:  # an unhealthy stub, a crashed instance, a model that never loaded
+                    failed[name] = str(exc)
+        finally:
+            client.close()
+        return failed
+
+    def heal(self) -> dict[str, str]:
+        """Probe every loaded model and reload the ones that fail (explicit model control: unload, then load, so
+        readiness reads false until the model serves again). Returns {model: why it was reloaded}."""
+        if self.model_control_mode != "explicit":
+            raise ServerError("heal() needs --model-control-mode=explicit")
+        import tritonclient.http as httpclient
+
+        failed = self.probe()
+        if failed:
+            client = httpclient.InferenceServerClient(self.http_url, connection_timeout=2.0, network_timeout=120.0)
+            try:
+                headers = admin.headers(self.admin_key)
+                for name in failed:
+                    with contextlib.suppress(Exception):
+                        client.unload_model(name, headers=headers)
+                    client.load_model(name, headers=headers)
+            finally:
+                client.close()
+        return failed
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server log (empty when there is none yet)."""
         return "\n".join(self._read_log_lines()[-lines:]) if lines > 0 else ""

@@ -132,6 +132,10 @@ class ModelSpec:
     doc: str = ""
     max_batch_size: int = 0  # ensembles only; composing models take it from batching
     steps: tuple[EnsembleStep, ...] = field(default=())
+    # Per-request bounds of named axes ({"N": 1024}): every served model refuses 0 and anything above, so no single
+    # request can hold a model for seconds or gigabytes. The python backend checks them in check_request; the
+    # exported graphs carry a guard (hybridrec.export.guards); the configs list them as parameters.
+    caps: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_ensemble(self) -> bool:
@@ -156,6 +160,7 @@ class ModelSpec:
         """Raise a ValueError naming the input when a request does not fit: every input present, each tensor as
         :meth:`TensorSpec.check`, and inputs that share a named axis (N across the item tensors) agree on it."""
         sizes: dict[str, tuple[str, int]] = {}
+        caps = dict(self.caps)
         for t in self.inputs:
             if t.name not in arrays:
                 raise ValueError(f"missing input '{t.name}'")
@@ -164,6 +169,8 @@ class ModelSpec:
             for axis, d in t.axes(self.batched):
                 if isinstance(d, str):
                     got = a.shape[axis]
+                    if d in caps and not 1 <= got <= caps[d]:
+                        raise ValueError(f"input '{t.name}' has {d}={got}: {self.name} takes 1..{caps[d]}")
                     if d in sizes and sizes[d][1] != got:
                         raise ValueError(f"input '{t.name}' has {d}={got} but '{sizes[d][0]}' has {d}={sizes[d][1]}")
                     sizes.setdefault(d, (t.name, got))
@@ -188,6 +195,10 @@ class EnsembleStep:
 
 
 # --- item tensors (shared by image_encoder, rank and the client) -------------------------------------------------
+MAX_ITEMS = 256  # items by content (posters) per request: image_encoder, rank_content
+MAX_CANDIDATES = 1024  # items by embedding or id per request: fusion_head, item_lookup, score_mask, rank
+MAX_REQUEST_BATCH = 64  # users per request of the non-batching models (what their batching steps allow)
+
 ITEM_ID = TensorSpec("item_id", "int64", ("N",), "catalog index per candidate; 0 pad, 1 unknown/cold item")
 POSTER = TensorSpec(
     "poster", "uint8", ("N", IMAGE_CHANNELS, IMAGE_HEIGHT, IMAGE_WIDTH), "RGB pixels, CHW; normalised in-graph"
@@ -204,6 +215,7 @@ SCORES = TensorSpec("scores", "float32", ("N",), "sigmoid relevance per candidat
 
 IMAGE_ENCODER = ModelSpec(
     name="image_encoder",
+    caps=(("N", MAX_ITEMS),),
     inputs=ITEM_INPUTS,
     outputs=(ITEM_EMBEDDING,),
     batching=Batching(
@@ -230,6 +242,7 @@ SEQUENCE_ENCODER = ModelSpec(
 )
 FUSION_HEAD = ModelSpec(
     name="fusion_head",
+    caps=(("N", MAX_CANDIDATES),),
     inputs=(USER_EMBEDDING, ITEM_EMBEDDING),
     outputs=(SCORES,),
     batching=Batching(
@@ -244,6 +257,7 @@ COMPOSING = (IMAGE_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
 
 RANK_CONTENT = ModelSpec(
     name="rank_content",
+    caps=(("N", MAX_ITEMS),),
     inputs=(HISTORY, *ITEM_INPUTS),
     outputs=(SCORES,),
     batching=None,
@@ -267,11 +281,13 @@ RANK_CONTENT = ModelSpec(
 # --- the `recommend` path: whole-catalog retrieval inside Triton ----------------------------------------------------
 RETRIEVAL_DEPTH = 100  # candidates retrieved per user and reranked by the fusion head (baked in at export)
 DEFAULT_K = 10
-CANDIDATE_INDEX = TensorSpec("candidate_index", "int64", ("C",), "catalog rows of the retrieved candidates")
+CANDIDATE_MOVIE_ID = TensorSpec(
+    "candidate_movie_id", "int64", ("C",), "movieIds of the retrieved candidates; -1 where fewer movies qualify"
+)
 CANDIDATE_EMBEDDING = TensorSpec("candidate_embedding", "float32", ("C", "D"))
 K = TensorSpec("k", "int64", (1,), "how many movies to return (clamped to 1..retrieval depth)")
 NO_MOVIE = -1  # pads `rank` candidate lists: never a movieId, so it scores -inf and is cut off by the client
-MAX_RANK_CANDIDATES = 1024  # per `rank` request; the client splits longer lists
+MAX_RANK_CANDIDATES = MAX_CANDIDATES  # per `rank` request; the client splits longer lists
 
 
 def rank_slots(n: int) -> int:
@@ -294,7 +310,7 @@ REQUEST_SIZES: dict[str, int] = {"L": HISTORY_LENGTH}
 RETRIEVAL = ModelSpec(
     name="retrieval",
     inputs=(USER_EMBEDDING, HISTORY),
-    outputs=(CANDIDATE_INDEX, CANDIDATE_EMBEDDING),
+    outputs=(CANDIDATE_MOVIE_ID, CANDIDATE_EMBEDDING),
     batching=Batching(
         max_batch_size=64,
         preferred_batch_sizes=(16, 32, 64),
@@ -306,17 +322,19 @@ RETRIEVAL = ModelSpec(
 )
 TOPK = ModelSpec(
     name="topk",
+    caps=(("B", MAX_REQUEST_BATCH),),
     inputs=(
         TensorSpec("candidate_scores", "float32", ("B", "C")),
-        TensorSpec("candidate_index", "int64", ("B", "C")),
+        TensorSpec("candidate_movie_id", "int64", ("B", "C")),
         K,
     ),
     outputs=(TensorSpec("movie_ids", "int64", ("B", "K")), TensorSpec("scores", "float32", ("B", "K"))),
     batching=None,  # K differs per request, so each request is its own batch (a TopK and two gathers: trivial)
-    doc="top-K of the reranked candidates, mapped to MovieLens movieIds",
+    doc="top-K of the reranked candidates (stateless: the movieIds come with the candidates)",
 )
 RECOMMEND = ModelSpec(
     name="recommend",
+    caps=(("B", MAX_REQUEST_BATCH),),
     inputs=(TensorSpec("history", "int64", ("B", "L")), K),
     outputs=TOPK.outputs,
     batching=None,
@@ -326,7 +344,7 @@ RECOMMEND = ModelSpec(
         EnsembleStep(
             "retrieval",
             (("user_embedding", "user_embedding"), ("history", "history")),
-            (("candidate_index", "candidate_index"), ("candidate_embedding", "candidate_embedding")),
+            (("candidate_movie_id", "candidate_movie_id"), ("candidate_embedding", "candidate_embedding")),
         ),
         EnsembleStep(
             "fusion_head",
@@ -335,7 +353,7 @@ RECOMMEND = ModelSpec(
         ),
         EnsembleStep(
             "topk",
-            (("candidate_scores", "candidate_scores"), ("candidate_index", "candidate_index"), ("k", "k")),
+            (("candidate_scores", "candidate_scores"), ("candidate_movie_id", "candidate_movie_id"), ("k", "k")),
             (("movie_ids", "movie_ids"), ("scores", "scores")),
         ),
     ),
@@ -343,6 +361,7 @@ RECOMMEND = ModelSpec(
 )
 ITEM_LOOKUP = ModelSpec(
     name="item_lookup",
+    caps=(("N", MAX_CANDIDATES),),
     inputs=(MOVIE_ID,),
     outputs=(ITEM_EMBEDDING, TensorSpec("item_mask", "float32", ("N",), "0 for catalog movies, -inf for unknown ids")),
     batching=Batching(
@@ -355,6 +374,7 @@ ITEM_LOOKUP = ModelSpec(
 )
 SCORE_MASK = ModelSpec(
     name="score_mask",
+    caps=(("N", MAX_CANDIDATES),),
     inputs=(TensorSpec("raw_scores", "float32", ("N",)), TensorSpec("item_mask", "float32", ("N",))),
     outputs=(SCORES,),
     batching=Batching(
@@ -366,9 +386,14 @@ SCORE_MASK = ModelSpec(
     doc="unknown movieIds get -inf, so they can never outrank a real movie",
 )
 CATALOG_MODELS = (RETRIEVAL, TOPK, ITEM_LOOKUP, SCORE_MASK)
+# The models that hold catalog state, each whole: `retrieval` returns movieIds with the embeddings it retrieved, so a
+# `recommend` answer comes from one catalog version (topk keeps none), and `rank` reads `item_lookup` alone. A catalog
+# update writes each as a new version folder and loads it; the old version serves until the new one is ready.
+CATALOG_STATE_MODELS = (RETRIEVAL, ITEM_LOOKUP)
 
 RANK = ModelSpec(
     name="rank",
+    caps=(("N", MAX_CANDIDATES),),
     inputs=(HISTORY, MOVIE_ID),
     outputs=(SCORES,),
     batching=None,
@@ -404,7 +429,7 @@ ENSEMBLES = tuple(m for m in MODELS.values() if m.is_ensemble)
 # TensorRT optimisation profiles: (min, opt, max) per dynamic axis; "batch" is bounded by each model's max batch.
 # They cover what the client sends (histories padded to HISTORY_LENGTH, up to 256 candidates per `rank` request).
 TRT_RANGES: dict[str, tuple[int, int, int]] = {
-    "N": (1, 50, 256),
+    "N": (1, 50, MAX_ITEMS),
     "L": (1, HISTORY_LENGTH, 4 * HISTORY_LENGTH),
     "C": (RETRIEVAL_DEPTH, RETRIEVAL_DEPTH, RETRIEVAL_DEPTH),
 }

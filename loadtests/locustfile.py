@@ -4,12 +4,16 @@ Users (pick them by class name at the end of the locust command line; locust run
 
 * ``MixedUser``: the realistic mix, ``recommend`` : ``rank`` : ``encode_items`` = 10 : 3 : 1 (see :data:`MIX`);
 * ``RecommendUser``: one user's history + k=10 -> the `recommend` ensemble (top-10 of the whole catalog);
-* ``RankUser``: one user's history + N real candidate movies (posters + metadata) -> the `rank` ensemble;
+* ``RankUser``: one user's history + N real candidate movies **by movieId** (padded to ``spec.rank_slots(N)`` like
+  the client pads them) -> the `rank` ensemble (catalog lookup + fusion head; no posters travel);
+* ``RankContentUser``: one user's history + N real candidate movies with posters + metadata -> the `rank_content`
+  ensemble (the cold-start path; not in the mix);
 * ``EncodeItemsUser``: N=16 real catalog movies (posters + metadata) -> the `image_encoder` model.
 
-Each request is reported under its workload's name (``recommend``, ``rank``, ``encode_items``), so a mixed run's
-stats have one row per endpoint. Run it headless and bounded through ``hybridrec loadtest -- --host 127.0.0.1:8001
---user-classes MixedUser`` (``loadtests/runner.py``, also distributed and as a sweep of user counts), or directly::
+Each request is reported under its workload's name (``recommend``, ``rank``, ``encode_items``, ``rank_content``), so
+a mixed run's stats have one row per endpoint. Run it headless and bounded through ``hybridrec loadtest -- --host
+127.0.0.1:8001 --user-classes MixedUser`` (``loadtests/runner.py``, also distributed and as a sweep of user
+counts), or directly::
 
     locust -f loadtests/locustfile.py --headless -u 4 -r 4 -t 30s --host 127.0.0.1:8001 \\
         --protocol grpc --candidates 50 --repo model_repository MixedUser
@@ -30,10 +34,10 @@ Design:
 * One :class:`~hybridrec.client.client.RecommenderClient` per user, created in ``on_start`` and closed in ``on_stop``.
 * A pool of request payloads is built ONCE PER PROCESS (``events.init``), not per user, and only for the workloads
   of the selected user classes (``hybridrec.loadtests.payloads``): real user histories from the ratings, ``N``
-  unseen popular movies per rank request and ``N`` catalog movies per encode_items request, with their real posters
-  and metadata, already encoded into the spec's tensors. A task only picks a random payload and sends it, so the
-  load generator spends no time in preprocessing, and different payloads keep a response cache from answering
-  instead of the models.
+  unseen popular movies per rank request (movieIds; with their real posters and metadata for rank_content) and
+  ``N`` catalog movies per encode_items request, already encoded into the spec's tensors. A task only picks a
+  random payload and sends it, so the load generator spends no time in preprocessing, and different payloads keep a
+  response cache from answering instead of the models.
 * Closed loop, no think time (``wait_time = between(0, 0)``): each user sends its next request as soon as the previous
   one is answered, so ``users`` is the concurrency and the measured req/s is the throughput at that concurrency.
   (``constant_throughput`` would cap the rate instead, which hides the server's limit.)
@@ -95,7 +99,9 @@ def _add_options(parser: Any, **_: Any) -> None:
         default="grpc",
         help="Triton protocol; --host is then the gRPC (8001) or HTTP (8000) address",
     )
-    group.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help="movies ranked per rank request")
+    group.add_argument(
+        "--candidates", type=int, default=DEFAULT_CANDIDATES, help="movies ranked per rank / rank_content request"
+    )
     group.add_argument("--items", type=int, default=DEFAULT_ITEMS, help="movies embedded per encode_items request")
     group.add_argument("--k", type=int, default=spec.DEFAULT_K, help="movies asked per recommend request")
     group.add_argument(
@@ -213,20 +219,21 @@ def _length(result: Any) -> int:
 
 
 def _answer(client: RecommenderClient, payload: Payload) -> dict[str, np.ndarray]:
-    """Send one prepared payload; RecommenderError unless every output has the expected leading shape and is finite."""
+    """Send one prepared payload; RecommenderError unless the answer is good (:meth:`Payload.check`: the expected
+    leading shape, finite scores for real candidates and -inf for `rank`'s padding)."""
     out = client.infer(payload.model, payload.arrays)
-    for name, a in out.items():
-        if a.shape[: len(payload.expect)] != payload.expect:
-            raise RecommenderError(f"{payload.model}: output '{name}' has shape {a.shape}, expected {payload.expect}")
-        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
-            raise RecommenderError(f"{payload.model}: output '{name}' is not finite")
+    try:
+        payload.check(out)
+    except ValueError as e:
+        raise RecommenderError(str(e)) from None
     return out
 
 
 class TritonUser(User):
     """A Locust user holding one RecommenderClient; :meth:`call` times one request and reports it to locust.
 
-    The workload methods (:meth:`recommend`, :meth:`rank`, :meth:`encode_items`) are not tasks here; the concrete
+    The workload methods (:meth:`recommend`, :meth:`rank`, :meth:`encode_items`, :meth:`rank_content`) are not
+    tasks here; the concrete
     users below pick them (with weights) in ``tasks`` and name them in ``workloads``, the payloads they need."""
 
     abstract = True
@@ -322,19 +329,24 @@ class TritonUser(User):
         self.send("recommend")
 
     def rank(self) -> None:
-        """N unseen popular movies with posters and metadata scored for a real user (`rank` ensemble)."""
+        """N unseen popular catalog movies, by movieId, scored for a real user (`rank` ensemble)."""
         self.send("rank")
 
     def encode_items(self) -> None:
         """Embeddings of N catalog movies from their posters and metadata (`image_encoder`)."""
         self.send("encode_items")
 
+    def rank_content(self) -> None:
+        """N unseen popular movies given by posters and metadata scored for a real user (`rank_content`)."""
+        self.send("rank_content")
 
-# The realistic mix, in requests per 14 sent. `recommend` is what every home-page visit calls: the most frequent and
-# cheapest request (one GRU pass + catalog dot product + rerank of 100). `rank` runs when a user opens a shortlist
-# (a genre row, search results): fewer visits, but each sends N posters through the CNN, so 3 of them cost more CPU
-# than the 10 recommends. `encode_items` is the operator-side path that embeds new catalog movies (cold start):
-# rare next to user traffic, but heavy (16 posters), and it competes for the same image_encoder instance as `rank`.
+
+# The realistic mix, in requests per 14 sent. `recommend` is what every home-page visit calls: the most frequent
+# request (one GRU pass + catalog dot product + rerank of 100). `rank` runs when a user opens a shortlist (a genre
+# row, search results): fewer visits, and since it goes by movieId (catalog lookup + fusion head over N candidates)
+# it is about as cheap as `recommend`. `encode_items` is the operator-side path that embeds new catalog movies (cold
+# start): rare next to user traffic, but heavy (16 posters through the CNN). `rank_content` (posters for movies
+# outside the catalog) is rarer still and has its own user class, outside the mix.
 MIX: dict[str, int] = {"recommend": 10, "rank": 3, "encode_items": 1}
 
 
@@ -359,10 +371,17 @@ class RecommendUser(TritonUser):
 
 
 class RankUser(TritonUser):
-    """Only `rank`: N unseen popular movies scored for a real user."""
+    """Only `rank`: N unseen popular catalog movies, by movieId, scored for a real user."""
 
     workloads = ("rank",)
     tasks = _tasks({"rank": 1})
+
+
+class RankContentUser(TritonUser):
+    """Only `rank_content`: N unseen popular movies, given by posters and metadata, scored for a real user."""
+
+    workloads = ("rank_content",)
+    tasks = _tasks({"rank_content": 1})
 
 
 class EncodeItemsUser(TritonUser):
@@ -373,7 +392,7 @@ class EncodeItemsUser(TritonUser):
 
 
 USER_CLASSES: dict[str, type[TritonUser]] = {
-    u.__name__: u for u in (MixedUser, RecommendUser, RankUser, EncodeItemsUser)
+    u.__name__: u for u in (MixedUser, RecommendUser, RankUser, RankContentUser, EncodeItemsUser)
 }
 
 

@@ -43,6 +43,7 @@ USER_CLASSES: dict[str, str] = {
     "MixedUser": "mixed",
     "RecommendUser": "recommend",
     "RankUser": "rank",
+    "RankContentUser": "rank_content",
     "EncodeItemsUser": "encode_items",
 }
 DEFAULT_USER_CLASSES = ("RankUser",)
@@ -374,7 +375,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated locust user classes, of {','.join(USER_CLASSES)} (default RankUser)",
     )
     p.add_argument("--workers", type=int, default=0, help="distributed: one master + this many worker processes")
-    p.add_argument("--candidates", type=int, default=50, help="movies ranked per rank request (N)")
+    p.add_argument("--candidates", type=int, default=50, help="movies ranked per rank / rank_content request (N)")
     p.add_argument("--repo", help="model repository holding artifacts.json (default $HYBRIDREC_REPO, model_repository)")
     p.add_argument("--data", help="MovieLens folder (default: resolve_data_dir())")
     p.add_argument("--out", type=Path, help="report folder (default loadtests/reports/<timestamp>)")

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from hybridrec import spec
 from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
-from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
+from hybridrec.data import LAYOUTS, DatasetTooSmallError, MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
 from hybridrec.training.config import ModelConfig, RunConfig
 from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREV_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the checkpoint before the last one: resume falls back to it
+_CHECKPOINT_KEYS = ("model", "optim", "epoch", "best", "best_epoch", "bad", "history", "torch_rng", "np_rng")
 
 
 @dataclass
@@ -62,6 +64,33 @@ def leave_one_out(histories: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarra
         else:
             train[user] = items
     return train, val, test
+
+
+def check_trainable(
+    data: MovieLensData, train: dict[int, np.ndarray], val: dict[int, int], max_users: int | None = None
+) -> int:
+    """The number of training examples (prefixes) of a leave-one-out split; DatasetTooSmallError, saying what is
+    missing, when there is nothing to train or validate on."""
+    source = data.root / LAYOUTS[data.layout][0] if data.layout in LAYOUTS else data.root
+    users = f"{len(train)} user(s)" + (
+        f" (data.max_users={max_users})" if max_users and len(train) >= max_users else ""
+    )
+    if len(data.ratings) == 0:
+        raise DatasetTooSmallError(
+            f"{source}: no ratings to train on (no data rows, or only ratings of movies missing from the catalog)"
+        )
+    if not val:
+        raise DatasetTooSmallError(
+            f"{source}: too small to split: the leave-one-out split needs a user with 3+ ratings (train, validation, "
+            f"test), but the {users} have at most {max(len(s) for s in train.values())}"
+        )
+    examples = sum(max(len(s) - 1, 0) for s in train.values())
+    if examples == 0:
+        raise DatasetTooSmallError(
+            f"{source}: no training examples after the leave-one-out split: none of the {users} keeps 2+ ratings "
+            "for training (a user needs 4+ ratings, or exactly 2)"
+        )
+    return examples
 
 
 class ItemTable:
@@ -213,7 +242,6 @@ def train(
     t0 = time.time()
     reset_peak_rss()
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
     o = cfg.optim
     torch.set_num_threads(o.threads or os.cpu_count() or 1)
     set_seed(o.seed)
@@ -222,6 +250,9 @@ def train(
     elif cfg.data.max_users:
         data = data.subset(cfg.data.max_users)
     train_ids, val_ids, test_ids = leave_one_out(data.histories())
+    check_trainable(data, train_ids, val_ids, cfg.data.max_users)
+    run.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(run)
     artifacts = fit_artifacts(
         data, (m for seq in train_ids.values() for m in seq.tolist()), history_length=cfg.data.history_length
     )
@@ -244,15 +275,15 @@ def train(
     start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
     history: list[dict[str, float]] = []
     ckpt_path = run / CHECKPOINT_FILE
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt = load_checkpoint(run) if resume else None
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
         start_epoch, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad"]
         history = ckpt["history"]
         torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["np_rng"])
-        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+        log.info("resumed from %s at epoch %d", ckpt["path"], start_epoch + 1)
 
     hist_len = cfg.data.history_length
     users = [u for u, s in train_seq.items() if len(s) >= 2]
@@ -363,7 +394,7 @@ def train(
             save_model(model, run)
         else:
             bad_epochs += 1
-        torch.save(
+        atomic_save(
             {
                 "model": model.state_dict(),
                 "optim": opt.state_dict(),
@@ -376,6 +407,7 @@ def train(
                 "np_rng": np.random.get_state(),
             },
             ckpt_path,
+            keep_previous=run / PREV_CHECKPOINT_FILE,
         )
         if bad_epochs >= o.patience:
             log.info("early stop: no validation gain for %d epochs", bad_epochs)
@@ -446,12 +478,103 @@ def progress_bar(it: range, enabled: bool, desc: str) -> Any:
     return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
-def save_model(model: HybridModel, run_dir: Path) -> Path:
-    path = Path(run_dir) / MODEL_FILE
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model_config": to_dict(model.cfg), "state_dict": model.state_dict()}, tmp)
-    tmp.replace(path)  # never leave a half-written model behind
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _remove_stale_temp_files(run: Path) -> None:
+    """Temporary files of writes killed mid-way (the target files themselves are intact)."""
+    for name in (MODEL_FILE, CHECKPOINT_FILE):
+        for stale in run.glob(f".{name}.*.tmp"):
+            log.debug("removing %s, left by an interrupted write", stale)
+            stale.unlink(missing_ok=True)
+    (run / "model.tmp").unlink(missing_ok=True)  # the temporary name of earlier versions
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (POSIX; skipped where a directory cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: object, path: Path, *, keep_previous: Path | None = None) -> Path:
+    """torch.save `obj` to `path` so that a crash or kill at any moment leaves the old file or the new one, never a
+    torn one: write a temporary file in the same folder, flush and fsync it, then os.replace it over `path`.
+    With `keep_previous`, the file being replaced is first renamed there (the last good copy, see load_checkpoint)."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    ckpt = torch.load(path, weights_only=False, map_location="cpu")
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"not a training checkpoint (a {type(ckpt).__name__})")
+    missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"not a training checkpoint (no {', '.join(missing)})")
+    return ckpt
+
+
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
+    """The newest readable training checkpoint of a run (checkpoint.pt, else checkpoint.prev.pt) with its "path",
+    or None (warned: training starts fresh). An unreadable one, e.g. torn by a crash of an earlier version during its
+    write, is reported with the reason and renamed to <name>.corrupt, so that it never replaces a good copy."""
+    run = Path(run_dir)
+    current, previous = run / CHECKPOINT_FILE, run / PREV_CHECKPOINT_FILE
+    found = [p for p in (current, previous) if p.exists()]
+    if not found:
+        log.warning(
+            "resume: no checkpoint in %s (no %s or %s); starting fresh from epoch 1", run, current.name, previous.name
+        )
+        return None
+    for path in found:
+        try:
+            ckpt = _read_checkpoint(path)
+        except Exception as e:  # torn zip, truncated pickle, foreign file: never a traceback, never a resume from it
+            first = (str(e).strip().splitlines() or [""])[0].split(". ")[0]  # torch's zip errors run on
+            reason = f"{type(e).__name__}: {first}" if first else type(e).__name__
+            aside = path.with_name(path.name + ".corrupt")
+            try:
+                os.replace(path, aside)
+                kept = f"; moved it to {aside.name}"
+            except OSError:
+                kept = ""
+            log.warning("resume: checkpoint %s is unreadable (%s)%s", path, reason, kept)
+            continue
+        if path != current:
+            log.warning("resume: falling back to the previous checkpoint %s (after epoch %d)", path, ckpt["epoch"] + 1)
+        ckpt["path"] = path
+        return ckpt
+    log.warning("resume: no readable checkpoint in %s; starting fresh from epoch 1", run)
+    return None
+
+
+def save_model(model: HybridModel, run_dir: Path) -> Path:
+    # atomic: never a half-written model behind
+    return atomic_save(
+        {"model_config": to_dict(model.cfg), "state_dict": model.state_dict()}, Path(run_dir) / MODEL_FILE
+    )
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

@@ -1,10 +1,13 @@
 """The in-process limit of a workload: the same ONNX models, called with onnxruntime in this process.
 
-No server, no client, no serialisation: only ``session.run`` of each composing model of the ensemble, fed with real
-requests merged into batches the way the python backend merges them (``hybridrec.serving_python.merge``: ragged axes
-padded, one concatenation). The steps run in the ensemble's order (``spec.RANK.steps`` / ``spec.RECOMMEND.steps``),
-so every model gets exactly the tensors the ensemble would hand it. A model without batching (`topk`) runs once per
-request, as Triton runs it.
+No server, no client, no serialisation: only ``session.run`` of each composing model of the ensemble, read from the
+repository's own ``<model>/1/model.onnx`` files (the files both config sets serve), fed with real requests merged
+into batches (``hybridrec.serving_python.merge``: one concatenation; the served requests all have one shape, since
+histories are ``spec.HISTORY_LENGTH`` long and `rank` candidates are padded to ``spec.rank_slots(N)``, so this is
+also what the onnxruntime backend's batcher does). The steps run in the ensemble's order: `recommend` is
+sequence_encoder -> retrieval -> fusion_head -> topk, `rank` (by movieId) sequence_encoder -> item_lookup ->
+fusion_head -> score_mask (``spec.RECOMMEND.steps`` / ``spec.RANK.steps``), so every model gets exactly the tensors
+the ensemble would hand it. A model without batching (`topk`) runs once per request, as Triton runs it.
 
 Two numbers come out (requests/s of model compute only):
 

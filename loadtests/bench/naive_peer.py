@@ -2,14 +2,19 @@
 
 What a first "just serve the model" service looks like: JSON in and out, one uvicorn worker, sync endpoints (FastAPI
 runs them in its thread pool), no batching, no ONNX. It loads the trained model exactly like training does
-(``load_model(run_dir)``) and does the same work as the Triton ensembles:
+(``load_model(run_dir)``) and the exported catalog embeddings (``catalog.npz``, ``CatalogEmbeddings.load(repo)``),
+and does the same work as the Triton ensembles:
 
-- ``POST /rank``: the `rank` tensors (history [1, L], item_id/poster/meta/people/overview [1, N, ...]), each as
-  ``{"dtype", "shape", "data": base64}``, -> ``{"scores": [[N floats]]}`` from ``HybridModel.score`` (eager CNN,
-  GRU and fusion head on every request);
+- ``POST /rank``: ``{"history": [L item indices], "movie_id": [N movieIds]}`` -> ``{"scores": [N floats]}`` (null
+  for an id the catalog does not hold; Triton's -inf): the eager sequence encoder, the candidates' catalog
+  embeddings looked up row by row (``CatalogEmbeddings.row_of``) and the eager fusion head, i.e. the `rank`
+  ensemble's sequence_encoder -> item_lookup -> fusion_head -> score_mask;
 - ``POST /recommend``: ``{"history": [L item indices], "k": 10}`` -> ``{"movie_ids": [...], "scores": [...]}``:
-  the eager sequence encoder, dot-product retrieval over the exported catalog embeddings (``catalog.npz``) and the
-  eager fusion head rerank, i.e. ``hybridrec.export.catalog.reference_recommend`` with eager modules.
+  the eager sequence encoder, dot-product retrieval over the catalog embeddings and the eager fusion head rerank,
+  i.e. ``hybridrec.export.catalog.reference_recommend`` with eager modules;
+- ``POST /rank_content``: the `rank_content` tensors (history [1, L], item_id/poster/meta/people/overview
+  [1, N, ...]), each as ``{"dtype", "shape", "data": base64}``, -> ``{"scores": [[N floats]]}`` from
+  ``HybridModel.score`` (eager CNN, GRU and fusion head on every request; not part of the benchmark's workloads).
 
 Run it by hand with ``python -m hybridrec.loadtests.bench.naive_peer --run runs/demo --repo model_repository
 --port 8080``; the benchmark starts it through :class:`PeerServer` (a subprocess on a free 127.0.0.1 port, killed at
@@ -33,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +70,17 @@ def decode_array(obj: Any, name: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()  # writable, so torch.from_numpy does not warn
 
 
-def rank_body(arrays: dict[str, np.ndarray]) -> bytes:
-    """The JSON body of a `/rank` request from the spec-named `rank` tensors."""
-    return json.dumps({name: encode_array(arrays[name]) for name in spec.RANK.input_names}).encode()
+def rank_body(history: np.ndarray, movie_ids: Sequence[int]) -> bytes:
+    """The JSON body of a `/rank` request: one user's encoded history (item indices) and the candidates' movieIds
+    (only the real ones: a naive client does not pad)."""
+    return json.dumps(
+        {"history": [int(x) for x in np.asarray(history).reshape(-1)], "movie_id": [int(m) for m in movie_ids]}
+    ).encode()
+
+
+def rank_content_body(arrays: dict[str, np.ndarray]) -> bytes:
+    """The JSON body of a `/rank_content` request from the spec-named `rank_content` tensors."""
+    return json.dumps({name: encode_array(arrays[name]) for name in spec.RANK_CONTENT.input_names}).encode()
 
 
 def recommend_body(history: np.ndarray, k: int = spec.DEFAULT_K) -> bytes:
@@ -89,9 +102,21 @@ class EagerRecommender:
         self.model, self.artifacts = load_model(run_dir)
         self.catalog = CatalogEmbeddings.load(repo)
 
-    def rank(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        """Scores [1, N] for one `rank` request (spec-named arrays with the batch axis)."""
-        for t in spec.RANK.inputs:
+    def rank(self, history: np.ndarray, movie_ids: Sequence[int]) -> np.ndarray:
+        """Scores [N] of catalog movieIds for one encoded history [L]; -inf for ids the catalog does not hold."""
+        rows = [self.catalog.row_of(int(m)) if int(m) >= 0 else None for m in movie_ids]
+        known = np.array([r is not None for r in rows], dtype=bool)
+        items = self.catalog.embeddings[[spec.UNK_ID if r is None else r for r in rows]]
+        torch = self.torch
+        with torch.inference_mode():
+            user = self.model.sequence_encoder(torch.from_numpy(np.asarray(history, np.int64)[None]))
+            scores = self.model.fusion_head(user, torch.from_numpy(items[None]))[0].numpy().astype(np.float32)
+        scores[~known] = -np.inf
+        return scores
+
+    def rank_content(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Scores [1, N] for one `rank_content` request (spec-named arrays with the batch axis)."""
+        for t in spec.RANK_CONTENT.inputs:
             t.check(arrays[t.name])
         torch = self.torch
         with torch.inference_mode():
@@ -114,7 +139,8 @@ class EagerRecommender:
 
 
 def create_app(run_dir: str | Path, repo: str | Path, instance_id: str = "") -> Any:
-    """The FastAPI app (``/health``, ``/rank``, ``/recommend``) around an :class:`EagerRecommender`."""
+    """The FastAPI app (``/health``, ``/rank``, ``/recommend``, ``/rank_content``) around an
+    :class:`EagerRecommender`."""
     from fastapi import Body, FastAPI, HTTPException
 
     rec = EagerRecommender(run_dir, repo)
@@ -127,8 +153,22 @@ def create_app(run_dir: str | Path, repo: str | Path, instance_id: str = "") -> 
     @app.post("/rank")
     def rank(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008 - FastAPI's way to take a raw body
         try:
-            arrays = {name: decode_array(body.get(name), name) for name in spec.RANK.input_names}
-            scores = rec.rank(arrays)
+            history = np.asarray(body["history"], dtype=np.int64).reshape(-1)
+            movie_ids = [int(m) for m in body["movie_id"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise HTTPException(
+                status_code=400, detail=f"expected {{history: [ints], movie_id: [ints]}} ({e})"
+            ) from None
+        if not movie_ids:
+            raise HTTPException(status_code=400, detail="movie_id: no candidates given")
+        scores = rec.rank(history, movie_ids)
+        return {"scores": [float(s) if np.isfinite(s) else None for s in scores]}  # JSON has no -inf
+
+    @app.post("/rank_content")
+    def rank_content(body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            arrays = {name: decode_array(body.get(name), name) for name in spec.RANK_CONTENT.input_names}
+            scores = rec.rank_content(arrays)
         except ValueError as e:
             raise HTTPException(status_code=400, detail=str(e)) from None
         return {"scores": scores.tolist()}

@@ -1,12 +1,14 @@
 """Locust users of the naive peer (``naive_peer.py``): the shared load test's requests, as JSON over HTTP.
 
-The classes carry the shared workload names, ``RecommendUser`` and ``RankUser``, because ``run_locust`` accepts the
-names of ``loadtests/locustfile.py`` only; the benchmark points Locust at this file instead (``-f``)::
+The classes carry the shared workload names, ``RecommendUser``, ``RankUser`` and ``RankContentUser``, because
+``run_locust`` accepts the names of ``loadtests/locustfile.py`` only; the benchmark points Locust at this file
+instead (``-f``)::
 
     locust -f loadtests/bench/peer_locustfile.py --headless -u 4 -t 20s --host http://127.0.0.1:8080 RankUser
 
 Every request is one of the shared payload pool's (``hybridrec.loadtests.locustfile.payload_pool``: the same options,
-the same seed, so the same real histories and the same N candidates with their posters as the Triton users send).
+the same seed, so the same real histories and the same N candidate movieIds as the Triton users send; a `rank` body
+carries the N real ids only, without the padding the Triton client adds).
 The JSON bodies are encoded once per payload before the run, so the load generator spends its time sending, as it
 does for Triton. Closed loop, no think time: users = concurrency. A non-200 answer or one of the wrong shape is a
 failed request.
@@ -23,14 +25,16 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from hybridrec.loadtests import locustfile as shared
-from hybridrec.loadtests.bench.naive_peer import rank_body, recommend_body
+from hybridrec.loadtests.bench.naive_peer import rank_body, rank_content_body, recommend_body
 
 _BODIES: dict[str, list[str]] = {}  # workload -> one JSON body per payload of the shared pool
 
 
 def _body(workload: str, payload: Any) -> str:
     if workload == "rank":
-        return rank_body(payload.arrays).decode()
+        return rank_body(payload.arrays["history"][0], payload.movie_ids).decode()
+    if workload == "rank_content":
+        return rank_content_body(payload.arrays).decode()
     return recommend_body(payload.arrays["history"][0], int(payload.arrays["k"][0])).decode()
 
 
@@ -91,9 +95,20 @@ class RecommendUser(PeerUser):
 
 
 class RankUser(PeerUser):
-    """`rank` on the naive peer: a real user's history and N candidates with posters (base64 in JSON) -> N scores."""
+    """`rank` on the naive peer: a real user's history and N catalog movieIds -> N scores."""
 
     workload = "rank"
+
+    def check(self, answer: dict[str, Any], payload: Any) -> None:
+        scores = answer["scores"]
+        if len(scores) != len(payload.movie_ids) or any(s is None for s in scores):
+            raise ValueError(f"{len(scores)} scores ({scores[:3]}...), expected {len(payload.movie_ids)} finite ones")
+
+
+class RankContentUser(PeerUser):
+    """`rank_content` on the naive peer: a real user's history and N candidates with posters (base64 in JSON)."""
+
+    workload = "rank_content"
 
     def check(self, answer: dict[str, Any], payload: Any) -> None:
         scores = np.asarray(answer["scores"], dtype=np.float32)

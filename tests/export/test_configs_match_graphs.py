@@ -42,7 +42,7 @@ def test_the_check_catches_an_open_dim_the_graph_fixes(exported_repo: Path) -> N
     assert any("'user_embedding': axis 1 is 64 in the graph but -1" in p for p in problems), problems
     wrong = model_config(spec.RETRIEVAL, "default", {**served_sizes(), "C": -1})
     problems = graph_mismatches(wrong, exported_repo / "retrieval" / "1" / "model.onnx")
-    assert any("candidate_index" in p for p in problems), problems
+    assert any("candidate_movie_id" in p for p in problems), problems
 
 
 def test_the_check_catches_names_dtypes_and_rank(exported_repo: Path) -> None:

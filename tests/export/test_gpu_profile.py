@@ -38,9 +38,11 @@ def test_tensorrt_profiles_cover_what_the_configs_admit(exported_repo: Path) -> 
             assert p.min[0] == 1 and p.max[0] == m.batch_limit
             assert all(lo <= opt <= hi for lo, opt, hi in zip(p.min, p.opt, p.max, strict=True))
             if p.input == "poster":
-                assert p.max[1] >= 200 and p.max[2:] == (3, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH)
-            if p.input == "history":
-                assert p.min[1] == 1 and p.max[1] >= spec.HISTORY_LENGTH
+                assert p.max[1] == spec.MAX_ITEMS and p.max[2:] == (3, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH)
+            if p.input == "history":  # the configs admit exactly the served length
+                assert p.min[1] == p.opt[1] == p.max[1] == spec.HISTORY_LENGTH
+            if p.input == "item_embedding":
+                assert p.max[1] == spec.MAX_CANDIDATES
 
 
 @pytest.mark.skipif(HAS_TRT, reason="tensorrt is installed here")

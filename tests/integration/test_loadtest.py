@@ -1,16 +1,20 @@
-"""Bounded headless Locust runs against the live tiny-model server: `rank` over gRPC and HTTP, the mixed workload
-(recommend + rank + encode_items), Locust's distributed mode, and a latency-vs-throughput sweep."""
+"""Bounded headless Locust runs against the live tiny-model server (the default config set where the onnxruntime
+backend exists): `rank` by movieId over gRPC and HTTP, `rank_content` (posters), the mixed workload (recommend + rank
++ encode_items), Locust's distributed mode, a latency-vs-throughput sweep, and perf_analyzer as the second load
+generator."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 
@@ -21,7 +25,8 @@ if importlib.util.find_spec("locust") is None:
 pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("tritonclient.http")
 
-from hybridrec.loadtests.payloads import WORKLOADS
+from hybridrec import spec
+from hybridrec.loadtests.payloads import PayloadPool, PoolKey
 from hybridrec.loadtests.runner import LoadSummary, LoadTestError, main, run_locust
 from hybridrec.loadtests.sweep import PLOT_PNG, SWEEP_JSON, load_sweep
 from hybridrec.serving import TritonServer, free_port
@@ -118,13 +123,36 @@ def test_mixed_workload_over_grpc(
     summary = grpc_run(live_server.grpc_url, run_time_s=10, user_classes=["MixedUser"])
     _check_clean(summary, tmp_path, "grpc")
     assert summary.user_classes == ("MixedUser",) and summary.label == "mixed"
-    assert set(summary.endpoints) == set(WORKLOADS), summary.endpoints
+    # The default mix: recommend, rank (by id) and encode_items; rank_content is not in it.
+    assert set(summary.endpoints) == {"recommend", "rank", "encode_items"}, summary.endpoints
     for name, row in summary.endpoints.items():
         assert row.requests > 0 and row.failures == 0, (name, row)
         assert math.isfinite(row.p99_ms) and row.p50_ms <= row.p99_ms, (name, row)
     # The 10 : 3 : 1 mix: recommend is most of the requests (a check that stays far from flaky at ~100 requests).
     counts = {name: row.requests for name, row in summary.endpoints.items()}
     assert counts["recommend"] > counts["rank"] + counts["encode_items"], counts
+
+
+def test_rank_content_load_over_grpc(
+    live_server: TritonServer, grpc_run: Callable[..., LoadSummary], tmp_path: Path
+) -> None:
+    # The cold-start path (posters + metadata through the CNN): its own user class, outside the default mix.
+    summary = grpc_run(live_server.grpc_url, users=1, run_time_s=5, candidates=8, user_classes=["RankContentUser"])
+    _check_clean(summary, tmp_path, "grpc")
+    assert summary.label == "rank_content" and set(summary.endpoints) == {"rank_content"}
+
+
+def test_rank_payloads_go_by_movie_id_padded_like_the_client(exported_repo: Path, data_dir: Path) -> None:
+    pool = PayloadPool(PoolKey(str(exported_repo), str(data_dir), candidates=20, payloads=3))
+    for p in pool.rank:
+        assert p.model == "rank" and set(p.arrays) == {"history", "movie_id"}
+        assert p.arrays["history"].shape == (1, spec.HISTORY_LENGTH)
+        ids = p.arrays["movie_id"][0]
+        assert ids.shape == (spec.rank_slots(20),) == (32,) and p.expect == (1, 32) and p.scored == 20
+        assert tuple(ids[:20]) == p.movie_ids and np.all(ids[20:] == spec.NO_MOVIE)
+        assert len(set(p.movie_ids)) == 20
+    (content,) = pool.rank_content[:1]
+    assert content.model == "rank_content" and content.arrays["poster"].shape[:2] == (1, 20)
 
 
 def test_distributed_run_leaves_no_process(
@@ -181,3 +209,40 @@ def test_unreachable_server_ends_the_run_by_itself(grpc_run: Callable[..., LoadS
     assert elapsed < 25, f"took {elapsed:.0f} s"
     if summary is not None:
         assert summary.failures > 0 and summary.failures == summary.requests, summary
+
+
+def test_perf_analyzer_against_the_live_server(
+    live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """perf_analyzer (the real binary, installed into its own venv on first use) for a few seconds per workload, fed
+    with real requests. A package that cannot be had fails the test in CI and skips it elsewhere."""
+    from hybridrec.loadtests.perf_analyzer import PerfAnalyzerUnavailableError, find_perf_analyzer, measure
+
+    try:
+        pa = find_perf_analyzer()
+    except PerfAnalyzerUnavailableError as e:
+        if e.package is not None and os.environ.get("CI", "").lower() != "true":
+            pytest.skip(f"perf_analyzer cannot be installed here ({e.package}): {e}")
+        pytest.fail(f"perf_analyzer unavailable: {e}")
+    pool = PayloadPool(PoolKey(str(exported_repo), str(data_dir), candidates=8, payloads=4))
+    pids: list[int] = []
+    t0 = time.monotonic()
+    for workload in ("recommend", "rank"):
+        (point,) = measure(
+            live_server.grpc_url, pool.get(workload), [2], tmp_path / workload, duration_s=2, pa=pa, pids=pids
+        )
+        assert point.concurrency == 2 and point.rps > 0 and point.requests and point.requests > 0, point
+        assert 0 < point.p50_ms <= point.p99_ms, point
+    assert time.monotonic() - t0 < 60
+    assert not _alive_any(pids), "perf_analyzer processes left running"
+
+
+def _alive_any(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive

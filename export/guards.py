@@ -1,0 +1,64 @@
+"""Per-request size guards inside the exported graphs: what the python backend checks in `ModelSpec.check_request`,
+the onnxruntime and TensorRT backends cannot (a config can fix a dim, not bound it). Each capped axis
+(``ModelSpec.caps``) of an input gets a guard: its size indexes a table of ``cap + 1`` entries (0 is sent out of range
+too), so onnxruntime fails that one request with an error that names the input, the axis and the bound, before any
+real work; the input then flows on through a no-op Where that makes the guard a dependency of everything downstream.
+Triton never merges requests of different shapes without ragged batching, so an oversize request fails alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from hybridrec import spec
+
+
+def guard_name(model: spec.ModelSpec, tensor: str, axis_name: str, cap: int) -> str:
+    return f"{model.name}_{tensor}_{axis_name}_must_be_1_to_{cap}"
+
+
+def add_size_guards(proto: onnx.ModelProto, model: spec.ModelSpec) -> onnx.ModelProto:
+    """Guard every capped axis of ``model`` on every input that carries it (inputs that should agree on an axis may
+    not, and the graph's broadcasting would not always say so)."""
+    for axis_name, cap in model.caps:
+        targets = [
+            (t, axis)
+            for t in model.inputs
+            for axis, d in t.axes(model.batched)
+            if d == axis_name
+        ]
+        if not targets:
+            raise ValueError(f"{model.name}: no input carries axis {axis_name}")
+        for t, axis in targets:
+            _guard(proto.graph, guard_name(model, t.name, axis_name, cap), t, axis, cap)
+    return proto
+
+
+def _guard(graph: onnx.GraphProto, name: str, t: spec.TensorSpec, axis: int, cap: int) -> None:
+    if any(out.name == t.name for out in graph.output):
+        raise ValueError(f"input {t.name} is also an output; cannot guard it")
+    guarded = f"{name}__input"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(cap + 1, np.int64), f"{name}__table"),
+            numpy_helper.from_array(np.array(axis, np.int64), f"{name}__axis"),
+            numpy_helper.from_array(np.array(0, np.int64), f"{name}__zero"),
+            numpy_helper.from_array(np.array(cap + 1, np.int64), f"{name}__out"),
+        ]
+    )
+    # Rewire every consumer of the input to the guarded copy before adding the guard's own nodes.
+    for node in graph.node:
+        node.input[:] = [guarded if i == t.name else i for i in node.input]
+    guard_nodes = [
+        helper.make_node("Shape", [t.name], [f"{name}__shape"]),
+        helper.make_node("Gather", [f"{name}__shape", f"{name}__axis"], [f"{name}__size"], axis=0),
+        helper.make_node("Equal", [f"{name}__size", f"{name}__zero"], [f"{name}__empty"]),
+        helper.make_node("Where", [f"{name}__empty", f"{name}__out", f"{name}__size"], [f"{name}__index"]),
+        helper.make_node("Gather", [f"{name}__table", f"{name}__index"], [f"{name}__ok"], axis=0, name=name),
+        helper.make_node("Equal", [f"{name}__ok", f"{name}__zero"], [f"{name}__pass"]),
+        helper.make_node("Where", [f"{name}__pass", t.name, t.name], [guarded]),
+    ]
+    for i, node in enumerate(guard_nodes):
+        graph.node.insert(i, node)

@@ -1,0 +1,201 @@
+"""Training robustness: atomic model/checkpoint writes, --resume from torn or missing checkpoints, and datasets too
+small to split. Everything runs on tiny synthetic MovieLens folders (no posters, no metadata) in a few seconds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hybridrec.cli import PRESETS, main  # noqa: E402
+from hybridrec.configs import load_yaml  # noqa: E402
+from hybridrec.data import DataFormatError, DatasetTooSmallError, load_movielens  # noqa: E402
+from hybridrec.training import train as train_mod  # noqa: E402
+from hybridrec.training.config import RunConfig  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
+N_MOVIES = 12
+
+
+def write_dataset(root: Path, lengths: list[int]) -> Path:
+    """An ml-latest folder: user i+1 rates the first lengths[i] movies of a per-user rotation, one per day."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n" + "".join(f"{m},Movie {m} ({1990 + m}),Drama|Comedy\n" for m in range(1, N_MOVIES + 1))
+    )
+    rows = [
+        f"{u + 1},{(u + k) % N_MOVIES + 1},4.0,{86400 * (k + 1)}\n" for u, n in enumerate(lengths) for k in range(n)
+    ]
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(rows))
+    return root
+
+
+def tiny_config(tmp_path: Path, epochs: int = 1, **overrides: object) -> RunConfig:
+    sets = {
+        "data.max_users": None,
+        "optim.epochs": epochs,
+        "optim.patience": 99,
+        "optim.threads": 1,
+        "optim.softmax_negatives": None,
+        "optim.hard_negatives": 4,
+        "optim.random_negatives": 4,
+        "optim.live_posters": 2,
+        **overrides,
+    }
+    return load_yaml(RunConfig, PRESETS / "ci.yaml", sets)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("ml") / "ml-tiny", [8, 7, 6, 9, 5, 8])
+
+
+def run_train(cfg: RunConfig, run: Path, data_dir: Path, resume: bool = False) -> train_mod.TrainResult:
+    return train_mod.train(cfg, run, data=load_movielens(data_dir), resume=resume, progress=False)
+
+
+def temp_files(run: Path) -> list[str]:
+    return sorted(p.name for p in run.iterdir() if p.name.endswith(".tmp"))
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def test_atomic_save_leaves_no_temp_file_and_rotates(tmp_path: Path) -> None:
+    path, prev = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
+    train_mod.atomic_save({"v": 1}, path, keep_previous=prev)
+    assert not prev.exists()
+    train_mod.atomic_save({"v": 2}, path, keep_previous=prev)
+    assert torch.load(path)["v"] == 2
+    assert torch.load(prev)["v"] == 1
+    assert temp_files(tmp_path) == []
+
+
+def test_write_killed_midway_keeps_the_old_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, prev = tmp_path / "checkpoint.pt", tmp_path / "checkpoint.prev.pt"
+    train_mod.atomic_save({"v": 1}, path, keep_previous=prev)
+    before = path.read_bytes()
+    real_save = torch.save
+
+    def dies_midway(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        real_save(obj, f, *args, **kwargs)  # some bytes are already in the temporary file...
+        assert temp_files(tmp_path), "the write must go to a temporary file first"
+        raise KeyboardInterrupt("killed during the checkpoint write")  # ...when the process dies
+
+    monkeypatch.setattr(train_mod.torch, "save", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.atomic_save({"v": 2}, path, keep_previous=prev)
+    assert path.read_bytes() == before  # untouched, still the old state
+    assert torch.load(path)["v"] == 1
+    assert not prev.exists()  # no rotation happened either
+    assert temp_files(tmp_path) == []
+
+
+def test_model_and_checkpoint_share_the_atomic_writer(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[str] = []
+    real = train_mod.atomic_save
+
+    def spy(obj: object, path: Path, **kwargs: object) -> Path:
+        written.append(Path(path).name)
+        return real(obj, path, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_mod, "atomic_save", spy)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".checkpoint.pt.123.tmp").write_bytes(b"left by a killed write")
+    run_train(tiny_config(tmp_path, epochs=2), run, data_dir)
+    assert {"model.pt", "checkpoint.pt"} <= set(written)
+    assert (run / "checkpoint.pt").exists() and (run / "checkpoint.prev.pt").exists()
+    assert temp_files(run) == []  # the stale one is cleaned up too
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# resume
+
+
+def test_resume_from_torn_checkpoint_falls_back_to_previous(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    run_train(tiny_config(tmp_path, epochs=2), run, data_dir)
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # torn: killed mid-write by an older version
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
+    result = run_train(tiny_config(tmp_path, epochs=3), run, data_dir, resume=True)
+    text = warnings_of(caplog)
+    assert "checkpoint.pt is unreadable" in text and str(ckpt) in text
+    assert "falling back to the previous checkpoint" in text and "checkpoint.prev.pt" in text
+    assert "zip archive" in text or "Error" in text  # the reason
+    assert result.epochs == 3  # epochs 1 (from checkpoint.prev.pt), 2 and 3 (run again)
+    assert (run / "checkpoint.pt.corrupt").exists()
+    assert train_mod.load_checkpoint(run)["epoch"] == 2  # type: ignore[index]
+    assert (run / "metrics.json").exists()
+
+
+def test_resume_with_only_torn_checkpoints_starts_fresh(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
+    result = run_train(tiny_config(tmp_path), run, data_dir, resume=True)
+    text = warnings_of(caplog)
+    assert f"{run / 'checkpoint.pt'} is unreadable" in text
+    assert "no readable checkpoint" in text and "starting fresh" in text
+    assert result.epochs == 1 and (run / "model.pt").exists()
+    assert train_mod.load_checkpoint(run) is not None  # a good one now
+
+
+def test_resume_without_checkpoint_warns_and_starts_fresh(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
+    result = run_train(tiny_config(tmp_path), run, data_dir, resume=True)
+    text = warnings_of(caplog)
+    assert "no checkpoint" in text and "starting fresh" in text and str(run) in text
+    assert result.epochs == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# datasets too small to train on
+
+
+@pytest.mark.parametrize(
+    ("lengths", "phrase"),
+    [
+        ([], "no ratings to train on"),
+        ([1, 1, 1], "too small to split"),
+        ([3, 3, 1], "no training examples"),
+    ],
+    ids=["header-only", "one-rating-users", "no-training-prefix"],
+)
+def test_too_small_dataset_is_refused(tmp_path: Path, lengths: list[int], phrase: str) -> None:
+    data_dir = write_dataset(tmp_path / "ml", lengths)
+    run = tmp_path / "run"
+    with pytest.raises(DatasetTooSmallError, match=phrase) as info:
+        train_mod.train(tiny_config(tmp_path), run, data=load_movielens(data_dir), progress=False)
+    assert str(data_dir / "ratings.csv") in str(info.value)
+    assert isinstance(info.value, DataFormatError) and isinstance(info.value, FileNotFoundError)
+    assert not run.exists()  # nothing written
+
+
+def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data_dir = write_dataset(tmp_path / "ml", [])
+    rc = main(["train", "--preset", "ci", "--quiet", "--data", str(data_dir), "--run", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert err[-1].startswith("error: ") and "no ratings to train on" in err[-1]
+    assert not any("Traceback" in line for line in err)
