@@ -43,4 +43,4 @@ unit: install
 	$(BIN)/python -m pytest -q -m unit
 
 clean:
-	rm -rf runs model_repository/*/1/model.onnx model_repository/artifacts.json loadtests/reports
+	rm -rf runs model_repository/*/[0-9]*/model.onnx model_repository/artifacts.json model_repository/titles.json model_repository/catalog.npz

@@ -1,4 +1,5 @@
-"""The `hybridrec` command: data, train, export, configs, serve, query, loadtest and the end-to-end demo.
+"""The `hybridrec` command: data, train, evaluate, export, configs, backend, serve, query, catalog, loadtest, latency
+and the end-to-end demo.
 
 Heavy imports (torch, onnx) happen inside the subcommands that need them, so `hybridrec query` and
 `hybridrec loadtest` work from a client-only install.
@@ -21,7 +22,7 @@ log = logging.getLogger("hybridrec")
 
 PRESETS = Path(__file__).resolve().parent / "training" / "configs"
 DEFAULT_RUN = "runs/demo"
-DEFAULT_REPO = "model_repository"
+DEFAULT_REPO = os.environ.get("HYBRIDREC_REPO", "model_repository")  # every command that takes --repo
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -54,8 +55,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"trained {result.epochs} epochs (best {result.best_epoch}) in {result.wall_s:.0f}s, "
         f"peak RSS {result.peak_rss_mb:.0f} MB -> {result.run_dir}"
     )
-    print("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()))
+    print("metrics: " + ", ".join(f"{k}={_number(v)}" for k, v in result.metrics.items()))
     return 0
+
+
+def _number(v: float) -> str:
+    """Counts as integers, metrics with four decimals."""
+    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -75,9 +81,9 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
 
     try:
         built = build_plans(args.repo, fp16=not args.fp32)
-    except TensorRTUnavailableError as e:
-        print(f"skipped: {e}")
-        return 0
+    except TensorRTUnavailableError as e:  # nothing was built: a failure for whoever asked for plans
+        print(f"error: no plans built: {e}", file=sys.stderr)
+        return 1
     for name, path in built.items():
         print(f"{name}: {path}")
     return 0
@@ -415,24 +421,24 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sp = sub.add_parser("train", help="train the hybrid model")
-    train_args(sp, None)
+    sp = sub.add_parser("train", help="train the hybrid model (the demo preset unless --preset/--config say otherwise)")
+    train_args(sp, "demo")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("export", help="export the three models to ONNX into a Triton model repository")
-    sp.add_argument("--run", default=DEFAULT_RUN)
-    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--run", default=DEFAULT_RUN, help="the trained run to export")
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository to write into")
     sp.add_argument("--no-check", action="store_true", help="skip the eager-vs-onnxruntime parity check")
     sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("export-tensorrt", help="build TensorRT plans for the `plan` config set (GPU machines)")
-    sp.add_argument("--repo", default=DEFAULT_REPO)
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository whose ONNX files become plans")
     sp.add_argument("--fp32", action="store_true", help="no FP16 kernels")
     sp.set_defaults(func=cmd_export_tensorrt)
 
     sp = sub.add_parser("configs", help="regenerate (or --check) the config.pbtxt files from hybridrec/spec.py")
-    sp.add_argument("--repo", default=DEFAULT_REPO)
-    sp.add_argument("--check", action="store_true")
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository whose configs are (re)generated")
+    sp.add_argument("--check", action="store_true", help="only check: exit 1 when a generated file differs")
     sp.set_defaults(func=cmd_configs)
 
     sp = sub.add_parser("serve", help="start tritonserver on the model repository (Ctrl-C stops it)")
@@ -465,40 +471,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("query", help="rank unseen movies for a user through the `rank` ensemble")
-    sp.add_argument("--url", default="127.0.0.1:8001")
-    sp.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    sp.add_argument("--url", default="127.0.0.1:8001", help="Triton address host:port (gRPC 8001 or HTTP 8000)")
+    sp.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
     sp.add_argument("--repo", default=DEFAULT_REPO, help="model repository holding artifacts.json")
-    sp.add_argument("--data")
-    sp.add_argument("--user", type=int, default=1)
+    sp.add_argument(
+        "--data",
+        help="dataset folder: the user's history and the candidate movies "
+        "(default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)",
+    )
+    sp.add_argument("--user", type=int, default=1, help="the MovieLens userId whose history is used")
     sp.add_argument("--history", help="comma-separated movieIds, oldest first (instead of --user)")
-    sp.add_argument("--candidates", type=int, default=200)
-    sp.add_argument("--top", type=int, default=10)
+    sp.add_argument("--candidates", type=int, default=200, help="unseen popular movies to rank")
+    sp.add_argument("--top", type=int, default=10, help="how many to print")
     sp.add_argument("--recommend", action="store_true", help="top movies of the whole catalog (`recommend`)")
     sp.set_defaults(func=cmd_query)
 
     sp = sub.add_parser("catalog", help="catalog helpers")
     csub = sp.add_subparsers(dest="catalog_cmd", required=True)
     a = csub.add_parser("add", help="add a cold-start movie (poster + metadata) to the served catalog")
-    a.add_argument("--repo", default=DEFAULT_REPO)
-    a.add_argument("--movie-id", type=int, required=True)
-    a.add_argument("--title", default="")
+    a.add_argument("--repo", default=DEFAULT_REPO, help="the model repository that holds the catalog")
+    a.add_argument(
+        "--movie-id", type=int, required=True, help="the new movie's MovieLens movieId (an existing one is replaced)"
+    )
+    a.add_argument("--title", default="", help="the title shown by clients")
     a.add_argument("--genres", help="pipe-separated, e.g. 'Comedy|Drama'")
-    a.add_argument("--year", type=int)
-    a.add_argument("--overview")
+    a.add_argument("--year", type=int, help="release year")
+    a.add_argument("--overview", help="plot overview text")
     a.add_argument("--cast", help="pipe-separated")
     a.add_argument("--directors", help="pipe-separated")
     a.add_argument("--poster", help="JPEG/PNG file (optional)")
     a.add_argument("--url", help="server to reload (started by `hybridrec serve`, explicit model control)")
-    a.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
+    a.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
     a.set_defaults(func=cmd_catalog_add)
 
     sp = sub.add_parser("demo", help="main job: train -> export -> serve -> query -> stop")
     train_args(sp, "demo")
-    sp.add_argument("--repo", default=DEFAULT_REPO)
-    sp.add_argument("--user", type=int, default=1)
-    sp.add_argument("--candidates", type=int, default=200)
-    sp.add_argument("--top", type=int, default=10)
-    sp.add_argument("--no-check", action="store_true")
+    sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository to write into and serve")
+    sp.add_argument("--user", type=int, default=1, help="the MovieLens userId to recommend for")
+    sp.add_argument("--candidates", type=int, default=200, help="unseen popular movies to rank")
+    sp.add_argument("--top", type=int, default=10, help="how many to print")
+    sp.add_argument("--no-check", action="store_true", help="skip the eager-vs-onnxruntime parity check")
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("data", help="dataset helpers")
@@ -506,21 +518,21 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch", help="download MovieLens ml-latest-small from GroupLens")
     from hybridrec.data import DEFAULT_URL
 
-    f.add_argument("--dest", default="data")
-    f.add_argument("--url", default=DEFAULT_URL)
-    f.add_argument("--force", action="store_true")
+    f.add_argument("--dest", default="data", help="folder to download into")
+    f.add_argument("--url", default=DEFAULT_URL, help="the ml-latest-small zip to download (http(s):// or file://)")
+    f.add_argument("--force", action="store_true", help="download again even if the data is there")
     i = dsub.add_parser("info", help="summarise a dataset folder")
-    i.add_argument("--data")
+    i.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
     e = dsub.add_parser("export-split", help="write the leave-one-out split for external toolkits")
-    e.add_argument("--data")
-    e.add_argument("--format", choices=["recbole"], default="recbole")
+    e.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
+    e.add_argument("--format", choices=["recbole"], default="recbole", help="the toolkit's file layout")
     e.add_argument("--out", default="runs/recbole", help="RecBole data_path")
     e.add_argument("--name", default="ml-hybridrec", help="RecBole dataset name (folder and file prefix)")
     e.add_argument("--sequential", action="store_true", help="item_id_list:token_seq rows (RecBole sequential models)")
     sp.set_defaults(func=cmd_data)
 
     sp = sub.add_parser("evaluate", help="every model, ablation and seed on one split: metrics.json, table, plots")
-    sp.add_argument("--data")
+    sp.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
     sp.add_argument("--out", default="runs/evaluate", help="evaluation folder (per-seed results are cached there)")
     sp.add_argument("--docs", help="also write the markdown table (and its plots) here, e.g. docs/results.md")
     sp.add_argument("--config", help="YAML EvaluateConfig")
@@ -547,14 +559,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=None)  # dispatched in main() (PASSTHROUGH); listed here for --help
 
-    sp = sub.add_parser("latency", help="single-request latency of rank and recommend (a benchmark)", add_help=False)
+    sp = sub.add_parser(
+        "latency", help="single-request latency of recommend, rank and rank_content (a benchmark)", add_help=False
+    )
+    sp.add_argument("rest", nargs=argparse.REMAINDER)
+    sp.set_defaults(func=None)
+
+    sp = sub.add_parser(
+        "metrics", help="per-model summary of a live server's /metrics (requests, failures, latencies)", add_help=False
+    )
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=None)
     return p
 
 
 # Subcommands that own their whole argument list (argparse's REMAINDER would not pass leading --options on).
-PASSTHROUGH = {"loadtest": "hybridrec.loadtests.runner", "latency": "hybridrec.loadtests.latency"}
+PASSTHROUGH = {
+    "loadtest": "hybridrec.loadtests.runner",
+    "latency": "hybridrec.loadtests.latency",
+    "metrics": "hybridrec.metrics_summary",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -590,11 +614,11 @@ def is_input_error(e: BaseException) -> bool:
 
 
 def one_line(e: BaseException) -> str:
-    """The first line of the message (a server error carries its log: point at the file instead)."""
+    """The message without a traceback; a server error's log excerpt becomes a pointer to the log file."""
     text = str(e.args[0] if isinstance(e, KeyError) and e.args else e).strip() or type(e).__name__
     lines = text.splitlines()
     log_line = next((ln for ln in lines[1:] if ln.startswith("log: ")), "")
-    return lines[0] + (f" ({log_line}; --debug for details)" if log_line else "")
+    return lines[0] + f" ({log_line}; --debug for details)" if log_line else text
 
 
 if __name__ == "__main__":

@@ -438,6 +438,8 @@ class TritonServer:
             "--exit-on-error=true",
             "--strict-readiness=true",
             "--allow-metrics=true",
+            # p50/p99 per model on /metrics (the dashboard's quantiles), as the container's entrypoint does too
+            "--metrics-config=summary_latencies=true",
         ]
         if _arg_value(self.extra_args, "--id") is None:
             args.append(f"--id={self.server_id}")

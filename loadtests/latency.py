@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,13 +90,21 @@ def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="hybridrec latency", description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--url", required=True)
-    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"])
-    p.add_argument("--repo", default="model_repository")
-    p.add_argument("--data")
-    p.add_argument("--requests", type=int, default=200)
-    p.add_argument("--candidates", type=int, default=50)
+    p = argparse.ArgumentParser(
+        prog="hybridrec latency",
+        description="single-request latency of recommend, rank and rank_content, one request at a time (a benchmark)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--url", default="127.0.0.1:8001", help="Triton address host:port (gRPC 8001 or HTTP 8000)")
+    p.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("HYBRIDREC_REPO", "model_repository"),
+        help="model repository holding artifacts.json ($HYBRIDREC_REPO)",
+    )
+    p.add_argument("--data", help="MovieLens folder for the real payloads (default: resolve_data_dir())")
+    p.add_argument("--requests", type=int, default=200, help="requests per endpoint, one at a time")
+    p.add_argument("--candidates", type=int, default=50, help="movies per rank request (N)")
     p.add_argument("--no-content", action="store_true", help="leave out rank_content (posters through the CNN)")
     args = p.parse_args(argv)
     result = measure(

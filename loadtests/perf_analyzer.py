@@ -449,14 +449,24 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hybridrec.loadtests.perf_analyzer", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m hybridrec.loadtests.perf_analyzer",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--install", action="store_true", help="only find or install perf_analyzer and print where")
     p.add_argument("--url", help="Triton's gRPC address host:port")
-    p.add_argument("--repo", default="model_repository", help="model repository holding artifacts.json")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get("HYBRIDREC_REPO", "model_repository"),
+        help="model repository holding artifacts.json ($HYBRIDREC_REPO)",
+    )
     p.add_argument("--data", help="MovieLens folder (default: resolve_data_dir())")
     p.add_argument("--workload", default="recommend", choices=("recommend", "rank", "rank_content", "encode_items"))
     p.add_argument("--concurrency", type=_ints, default=[1, 4, 8])
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of load per concurrency")
+    p.add_argument(
+        "--run-time", "--duration", dest="run_time", type=float, default=10.0, help="seconds of load per concurrency"
+    )
     p.add_argument("--candidates", type=int, default=50)
     p.add_argument("--payloads", type=int, default=32)
     p.add_argument("--out", type=Path, help="reports folder (default runs/perf_analyzer/<timestamp>)")
@@ -478,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = PayloadPool(PoolKey(args.repo, args.data or "", candidates=args.candidates, payloads=args.payloads))
     out = args.out or Path("runs") / "perf_analyzer" / time.strftime("%Y%m%d-%H%M%S")
     try:
-        points = measure(args.url, pool.get(args.workload), args.concurrency, out, duration_s=args.duration, pa=pa)
+        points = measure(args.url, pool.get(args.workload), args.concurrency, out, duration_s=args.run_time, pa=pa)
     except PerfAnalyzerError as e:
         print(f"perf_analyzer failed: {e}", file=sys.stderr)
         return 1

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-DEFAULT_REPORTS = Path("loadtests") / "reports"
+DEFAULT_REPORTS = Path("runs") / "loadtest"  # outputs under runs/, never among committed files
 OUTER_MARGIN_S = 90.0  # start-up (payload preparation), --stop-timeout and report writing fit well inside this
 WORKER_WAIT_S = 60  # a master gives up when its workers have not all connected by then (--expect-workers-max-wait)
 WORKER_SETTLE_S = 5.0  # after the master ends, how long its workers get to quit by themselves before they are killed
@@ -365,7 +365,13 @@ def _class_names(text: str) -> tuple[str, ...]:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The options of one run, shared by ``hybridrec loadtest`` and the sweep (which adds its own ``--users``)."""
-    p.add_argument("--host", required=True, help="Triton address host:port (gRPC 8001 or HTTP 8000), no scheme")
+    p.add_argument(
+        "--url",
+        "--host",
+        dest="url",
+        default="127.0.0.1:8001",
+        help="Triton address host:port (gRPC 8001 or HTTP 8000), no scheme (--host: Locust's name for it)",
+    )
     p.add_argument("--run-time", type=float, default=10, help="seconds of load (per run)")
     p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument(
@@ -395,16 +401,22 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hybridrec loadtest", description="bounded headless locust run")
-    add_run_arguments(p)
-    p.add_argument("--users", type=int, default=4, help="concurrent users (closed loop, no think time)")
-    p.add_argument("--spawn-rate", type=float, default=4, help="users started per second")
-    p.add_argument(
-        "--sweep",
-        type=user_counts,
-        metavar="1,2,4,8",
-        help="one run per user count instead (--users is ignored): sweep.json + latency_throughput.png in --out",
+    p = argparse.ArgumentParser(
+        prog="hybridrec loadtest",
+        description="a bounded headless Locust run (or a sweep of user counts) against a live server",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_run_arguments(p)
+    p.add_argument(
+        "--users",
+        type=user_counts,
+        default=[4],
+        metavar="4 | 1,2,4,8",
+        help="concurrent users (closed loop, no think time); several = a sweep, one run per count: "
+        "sweep.json + latency_throughput.png in --out",
+    )
+    p.add_argument("--spawn-rate", type=float, default=4, help="users started per second")
+    p.add_argument("--sweep", type=user_counts, help=argparse.SUPPRESS)  # the old name of --users 1,2,4
     return p
 
 
@@ -414,13 +426,15 @@ def main(argv: list[str] | None = None) -> int:
         args_in = args_in[1:]
     args = build_parser().parse_args(args_in)
     out = args.out or DEFAULT_REPORTS / time.strftime("%Y%m%d-%H%M%S")
-    if args.sweep:
+    counts = args.sweep or args.users
+    if len(counts) > 1 or args.sweep:
         from hybridrec.loadtests.sweep import run_sweep_command
 
-        return run_sweep_command(args, args.sweep, out)
+        return run_sweep_command(args, counts, out)
+    args.users = counts[0]
     try:
         summary = run_locust(
-            args.host,
+            args.url,
             users=args.users,
             spawn_rate=args.spawn_rate,
             run_time_s=args.run_time,

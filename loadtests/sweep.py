@@ -1,8 +1,8 @@
 """Latency versus throughput: one bounded locust run per user count, one point per run.
 
-    python -m hybridrec.loadtests.sweep --host 127.0.0.1:8001 --users 1,2,4,8 --run-time 10 --out DIR \\
+    python -m hybridrec.loadtests.sweep --url 127.0.0.1:8001 --users 1,2,4,8 --run-time 10 --out DIR \\
         [--user-classes MixedUser] [--protocol grpc] [--workers 0]
-    hybridrec loadtest -- --sweep 1,2,4,8 --host 127.0.0.1:8001 --run-time 10 --out DIR
+    hybridrec loadtest -- --users 1,2,4,8 --url 127.0.0.1:8001 --run-time 10 --out DIR
 
 Each user count runs as :func:`hybridrec.loadtests.runner.run_locust` (closed loop, so the user count is the
 concurrency) with its reports in ``DIR/users-<n>/``. ``DIR/sweep.json`` holds every point's summary (rewritten after
@@ -131,7 +131,7 @@ def plot_sweep(summaries: Sequence[LoadSummary], path: Path, *, title: str = "")
 def run_sweep_command(args: argparse.Namespace, counts: Sequence[int], out: Path) -> int:
     """The command-line sweep (``python -m hybridrec.loadtests.sweep`` and ``hybridrec loadtest -- --sweep``)."""
     try:
-        summaries = sweep(args.host, counts, args.run_time, out_dir=out, **run_options(args))
+        summaries = sweep(args.url, counts, args.run_time, out_dir=out, **run_options(args))
     except LoadTestError as e:
         print(f"sweep failed: {e}", file=sys.stderr)
         return 2

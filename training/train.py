@@ -19,6 +19,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from hybridrec import spec
 from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.data import LAYOUTS, DatasetTooSmallError, MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
+from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
 from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
 from hybridrec.training.modules import NEG, HybridModel
@@ -173,7 +176,7 @@ def pipeline_scores(
     masked[:, :reserved] = NEG
     for r, s in enumerate(seen):
         if len(s):
-            masked[r, torch.from_numpy(np.asarray(s, dtype=np.int64))] = NEG
+            masked[r, torch.from_numpy(np.asarray(s, dtype=np.int64)).to(masked.device)] = NEG
     top = masked.topk(min(depth, masked.shape[1]), dim=1).indices  # [B, K]
     fused = model.fusion_head(user, items[top])  # sigmoid, [B, K]
     out = dot - dot.max(dim=1, keepdim=True).values - 1.0  # every non-retrieved item below 0
@@ -202,10 +205,10 @@ def full_ranking_metrics(
         for start in range(0, len(users), chunk):
             part = users[start : start + chunk]
             seen = [histories[u] for u in part]
-            user = model.sequence_encoder(pad_histories(seen, length))
+            user = model.sequence_encoder(pad_histories(seen, length).to(items.device))
             tgt = [targets[u] for u in part]
             for name, scores in (("", pipeline_scores(model, user, items, seen)), ("dot_", user @ items.T)):
-                s = scores.numpy().copy()
+                s = scores.cpu().numpy().copy()
                 s[:, : spec.FIRST_ID] = -np.inf  # PAD and UNK are never candidates
                 ranks[name].append(target_ranks(s, tgt, seen))
     for name, parts in ranks.items():
@@ -229,6 +232,81 @@ def _epoch_examples(
     return examples
 
 
+class StepLoss(nn.Module):
+    """One training step's loss on a batch of (user, target position) examples, as a module so that
+    DistributedDataParallel can wrap it (its gradient sync hooks need the step to run through a forward call); in a
+    single process it is called directly, without any wrapper."""
+
+    def __init__(self, model: HybridModel, table: ItemTable, train_seq: dict[int, np.ndarray], cfg: RunConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.table, self.train_seq, self.o = table, train_seq, cfg.optim
+        self.hist_len, self.n_items = cfg.data.history_length, len(table)
+        self.use_ae, self.recon_weight = cfg.model.fusion.use_autoencoder, cfg.model.fusion.reconstruction_weight
+        self.dev = table.tensors["item_id"].device  # the CPU, or the rank's GPU under DDP; random draws stay on the CPU
+
+    def forward(self, batch: list[tuple[int, int]], cache: Tensor | None) -> Tensor:
+        o = self.o
+        b = len(batch)
+        seen = [self.train_seq[u][:t] for u, t in batch]
+        hist = pad_histories([s[-self.hist_len :] for s in seen], self.hist_len).to(self.dev)
+        targets = torch.tensor([int(self.train_seq[u][t]) for u, t in batch]).to(self.dev)
+        # Candidate set: every item (full softmax) or the batch's targets plus `softmax_negatives` uniform items
+        # (sampled softmax: uniform sampling needs no logQ correction, and far cheaper steps buy more updates).
+        if o.softmax_negatives is None:
+            cols = torch.arange(self.n_items).to(self.dev)
+        else:
+            negatives = torch.randint(spec.FIRST_ID, self.n_items, (o.softmax_negatives,))
+            cols = torch.unique(torch.cat([targets, negatives.to(self.dev)]))
+        label = torch.searchsorted(cols, targets)  # column of each row's target (cols is sorted and unique)
+        pooled = None if cache is None else cache[cols]
+        if pooled is not None and o.live_posters > 0:
+            # The CNN learns through a few live posters per step; every other item uses this epoch's cache.
+            live = torch.searchsorted(cols, torch.unique(targets))
+            live = live[torch.randperm(len(live))[: o.live_posters].to(self.dev)]
+            live_feat = self.model.image_encoder.poster_features(self.table.tensors["poster"][cols[live]])
+            pooled = pooled.index_put((live,), live_feat)
+        t = self.table.tensors
+        items = self.model.image_encoder.fuse(
+            pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
+        )
+        user = self.model.sequence_encoder(hist)  # [B, D]
+        # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
+        dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
+        retrieval_loss = F.cross_entropy(dot, label)
+        # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
+        # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
+        # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
+        with torch.no_grad():
+            hard_scores = dot.detach().clone()
+            hard_scores[torch.arange(b, device=self.dev), label] = NEG
+            in_set = torch.zeros(self.n_items, dtype=torch.long, device=self.dev)
+            in_set[cols] = torch.arange(len(cols), device=self.dev) + 1
+            for r, (u, _) in enumerate(batch):
+                # none of the user's items, past or future, is a negative: future ones are false negatives that
+                # would teach the reranker to demote exactly what the user watches next
+                pos = in_set[torch.from_numpy(self.train_seq[u]).to(self.dev)]
+                hard_scores[r, pos[pos > 0] - 1] = NEG
+            hard = hard_scores.topk(min(o.hard_negatives, len(cols) - 1), dim=1).indices
+            rnd = torch.randint(0, len(cols), (b, o.random_negatives)).to(self.dev)
+            cand = torch.cat([label.unsqueeze(1), hard, rnd], dim=1)  # [B, 1 + H + R] columns of `items`
+        logits, x, z = self.model.fusion_head.logits(user.detach(), items.detach()[cand])
+        collide = cand == label.unsqueeze(1)
+        collide[:, 0] = False
+        rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), torch.zeros(b, dtype=torch.long, device=self.dev))
+        # The served score is sigma(logit): the pointwise BCE keeps the logits calibrated, so the scores of the top
+        # candidates never saturate at 1.0 in float32 (ties there would make the reranked order arbitrary).
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        keep = ~collide
+        rank_loss = rank_loss + F.binary_cross_entropy_with_logits(logits[keep], labels[keep])
+        loss = retrieval_loss + rank_loss
+        if self.use_ae:
+            recon = F.mse_loss(self.model.fusion_head.decoder(z[:, 0]), x[:, 0].detach())
+            loss = loss + self.recon_weight * recon
+        return loss
+
+
 def train(
     cfg: RunConfig,
     run_dir: str | Path,
@@ -238,12 +316,34 @@ def train(
     progress: bool = True,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train the hybrid model and write model.pt, artifacts.json, config.yaml and metrics.json into run_dir."""
+    """Train the hybrid model and write model.pt, artifacts.json, config.yaml and metrics.json into run_dir.
+
+    Under torchrun (WORLD_SIZE > 1) every process trains a DistributedDataParallel replica on its shard of each
+    epoch; rank 0 alone validates, decides early stopping and writes the run's files (docs/distributed-training.md).
+    """
+    ctx = distributed.init_from_env()
+    try:
+        return _train(cfg, run_dir, ctx, data=data, resume=resume, progress=progress, on_epoch=on_epoch)
+    finally:
+        if ctx.enabled:
+            distributed.cleanup()
+
+
+def _train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    ctx: distributed.DistContext,
+    *,
+    data: MovieLensData | None,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+) -> TrainResult:
     t0 = time.time()
     reset_peak_rss()
     run = Path(run_dir)
     o = cfg.optim
-    torch.set_num_threads(o.threads or os.cpu_count() or 1)
+    torch.set_num_threads(o.threads or max(1, (os.cpu_count() or 1) // ctx.local_world))
     set_seed(o.seed)
     if data is None:
         data = load_movielens(resolve_data_dir(cfg.data.path), max_users=cfg.data.max_users)
@@ -252,12 +352,13 @@ def train(
     train_ids, val_ids, test_ids = leave_one_out(data.histories())
     check_trainable(data, train_ids, val_ids, cfg.data.max_users)
     run.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_files(run)
     artifacts = fit_artifacts(
         data, (m for seq in train_ids.values() for m in seq.tolist()), history_length=cfg.data.history_length
     )
-    artifacts.save(run)
-    save_yaml(cfg, run / "config.yaml")
+    if ctx.is_main:  # the run's files are rank 0's to write
+        _remove_stale_temp_files(run)
+        artifacts.save(run)
+        save_yaml(cfg, run / "config.yaml")
     log.info(
         "vocabulary: %d items, %d people, %d words", artifacts.num_items, artifacts.num_people, artifacts.num_words
     )
@@ -275,7 +376,11 @@ def train(
     start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
     history: list[dict[str, float]] = []
     ckpt_path = run / CHECKPOINT_FILE
-    ckpt = load_checkpoint(run) if resume else None
+    # Every rank resumes from the same checkpoint: rank 0 picks it first (it may set a torn one aside), then the rest.
+    ckpt = load_checkpoint(run) if resume and ctx.is_main else None
+    ctx.barrier()
+    if resume and not ctx.is_main:
+        ckpt = load_checkpoint(run)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
@@ -287,77 +392,33 @@ def train(
 
     hist_len = cfg.data.history_length
     users = [u for u, s in train_seq.items() if len(s) >= 2]
-    n_items = len(table)
-    use_ae = cfg.model.fusion.use_autoencoder
+    epochs_done = start_epoch
+    step_loss: nn.Module = StepLoss(model, table, train_seq, cfg)
+    batch_size = o.batch_size
+    if ctx.enabled:
+        if ctx.device.type == "cuda":  # one GPU per process; the CPU otherwise, as in a single process
+            model.to(ctx.device)
+            table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}
+        # Ablations leave parameters without gradients, which DDP must then look for after every step.
+        m, f = cfg.model, cfg.model.fusion
+        unused = not (m.image.use_image and m.image.use_metadata and o.live_posters > 0 and f.use_autoencoder)
+        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        step_loss = DistributedDataParallel(step_loss, device_ids=ids, find_unused_parameters=unused)
+        batch_size = max(1, o.batch_size // ctx.world)  # the global batch stays o.batch_size (when divisible)
     for epoch in range(start_epoch, o.epochs):
         rng = np.random.default_rng(o.seed * 1000 + epoch)
-        examples = _epoch_examples(train_seq, users, cfg.data.targets_per_user, rng)
+        examples = ctx.shard(_epoch_examples(train_seq, users, cfg.data.targets_per_user, rng))
         cache = poster_cache(model, table)
         model.eval()
         with torch.no_grad():  # this epoch's content features of the history items (see SequenceEncoder)
             model.sequence_encoder.set_item_content(item_embeddings(model, table, cache))
         model.train()
-        steps = math.ceil(len(examples) / o.batch_size)
+        steps = math.ceil(len(examples) / batch_size)
         losses = []
-        bar = progress_bar(range(steps), progress, f"epoch {epoch + 1}/{o.epochs}")
+        bar = progress_bar(range(steps), progress and ctx.is_main, f"epoch {epoch + 1}/{o.epochs}")
         for step in bar:
-            batch = examples[step * o.batch_size : (step + 1) * o.batch_size]
-            b = len(batch)
-            seen = [train_seq[u][:t] for u, t in batch]
-            hist = pad_histories([s[-hist_len:] for s in seen], hist_len)
-            targets = torch.tensor([int(train_seq[u][t]) for u, t in batch])
-            # Candidate set: every item (full softmax) or the batch's targets plus `softmax_negatives` uniform items
-            # (sampled softmax: uniform sampling needs no logQ correction, and far cheaper steps buy more updates).
-            if o.softmax_negatives is None:
-                cols = torch.arange(n_items)
-            else:
-                cols = torch.unique(torch.cat([targets, torch.randint(spec.FIRST_ID, n_items, (o.softmax_negatives,))]))
-            label = torch.searchsorted(cols, targets)  # column of each row's target (cols is sorted and unique)
-            pooled = None if cache is None else cache[cols]
-            if pooled is not None and o.live_posters > 0:
-                # The CNN learns through a few live posters per step; every other item uses this epoch's cache.
-                live = torch.searchsorted(cols, torch.unique(targets))
-                live = live[torch.randperm(len(live))[: o.live_posters]]
-                live_feat = model.image_encoder.poster_features(table.tensors["poster"][cols[live]])
-                pooled = pooled.index_put((live,), live_feat)
-            t = table.tensors
-            items = model.image_encoder.fuse(
-                pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
-            )
-            user = model.sequence_encoder(hist)  # [B, D]
-            # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
-            dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
-            retrieval_loss = F.cross_entropy(dot, label)
-            # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
-            # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
-            # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
-            with torch.no_grad():
-                hard_scores = dot.detach().clone()
-                hard_scores[torch.arange(b), label] = NEG
-                in_set = torch.zeros(n_items, dtype=torch.long)
-                in_set[cols] = torch.arange(len(cols)) + 1
-                for r, (u, _) in enumerate(batch):
-                    # none of the user's items, past or future, is a negative: future ones are false negatives that
-                    # would teach the reranker to demote exactly what the user watches next
-                    pos = in_set[torch.from_numpy(train_seq[u])]
-                    hard_scores[r, pos[pos > 0] - 1] = NEG
-                hard = hard_scores.topk(min(o.hard_negatives, len(cols) - 1), dim=1).indices
-                rnd = torch.randint(0, len(cols), (b, o.random_negatives))
-                cand = torch.cat([label.unsqueeze(1), hard, rnd], dim=1)  # [B, 1 + H + R] columns of `items`
-            logits, x, z = model.fusion_head.logits(user.detach(), items.detach()[cand])
-            collide = cand == label.unsqueeze(1)
-            collide[:, 0] = False
-            rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), torch.zeros(b, dtype=torch.long))
-            # The served score is sigma(logit): the pointwise BCE keeps the logits calibrated, so the scores of the top
-            # candidates never saturate at 1.0 in float32 (ties there would make the reranked order arbitrary).
-            labels = torch.zeros_like(logits)
-            labels[:, 0] = 1.0
-            keep = ~collide
-            rank_loss = rank_loss + F.binary_cross_entropy_with_logits(logits[keep], labels[keep])
-            loss = retrieval_loss + rank_loss
-            if use_ae:
-                recon = F.mse_loss(model.fusion_head.decoder(z[:, 0]), x[:, 0].detach())
-                loss = loss + cfg.model.fusion.reconstruction_weight * recon
+            batch = examples[step * batch_size : (step + 1) * batch_size]
+            loss = step_loss(batch, cache)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -366,58 +427,68 @@ def train(
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         model.eval()
-        with torch.no_grad():
-            item_emb = item_embeddings(model, table, poster_cache(model, table))
-        metrics = full_ranking_metrics(model, item_emb, val_hist, val, hist_len)
-        row = {
-            "epoch": float(epoch + 1),
-            "loss": float(np.mean(losses)) if losses else 0.0,
-            "val_hr@10": metrics["hr@10"],
-            "val_ndcg@10": metrics["ndcg@10"],
-            "val_dot_ndcg@10": metrics["dot_ndcg@10"],
-            "elapsed_s": time.time() - t0,
-        }
-        history.append(row)
-        log.info(
-            "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (dot %.4f) (%.0fs)",
-            epoch + 1,
-            row["loss"],
-            row["val_hr@10"],
-            row["val_ndcg@10"],
-            row["val_dot_ndcg@10"],
-            row["elapsed_s"],
-        )
-        if on_epoch:
-            on_epoch(row)
-        if metrics["ndcg@10"] > best:
-            best, best_epoch, bad_epochs = metrics["ndcg@10"], epoch + 1, 0
-            save_model(model, run)
-        else:
-            bad_epochs += 1
-        atomic_save(
-            {
-                "model": model.state_dict(),
-                "optim": opt.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-                "bad": bad_epochs,
-                "history": history,
-                "torch_rng": torch.get_rng_state(),
-                "np_rng": np.random.get_state(),
-            },
-            ckpt_path,
-            keep_previous=run / PREV_CHECKPOINT_FILE,
-        )
-        if bad_epochs >= o.patience:
-            log.info("early stop: no validation gain for %d epochs", bad_epochs)
-            break
-        if o.max_minutes is not None and time.time() - t0 > 60 * o.max_minutes:
-            log.info("wall-time budget of %.1f min reached", o.max_minutes)
+        mean_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else 0.0)
+        stop = False
+        if ctx.is_main:  # validation, early stopping and checkpoints: rank 0's, its decision broadcast
+            with torch.no_grad():
+                item_emb = item_embeddings(model, table, poster_cache(model, table))
+            metrics = full_ranking_metrics(model, item_emb, val_hist, val, hist_len)
+            row = {
+                "epoch": float(epoch + 1),
+                "loss": mean_loss,
+                "val_hr@10": metrics["hr@10"],
+                "val_ndcg@10": metrics["ndcg@10"],
+                "val_dot_ndcg@10": metrics["dot_ndcg@10"],
+                "elapsed_s": time.time() - t0,
+            }
+            history.append(row)
+            log.info(
+                "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (dot %.4f) (%.0fs)",
+                epoch + 1,
+                row["loss"],
+                row["val_hr@10"],
+                row["val_ndcg@10"],
+                row["val_dot_ndcg@10"],
+                row["elapsed_s"],
+            )
+            if on_epoch:
+                on_epoch(row)
+            if metrics["ndcg@10"] > best:
+                best, best_epoch, bad_epochs = metrics["ndcg@10"], epoch + 1, 0
+                save_model(model, run)
+            else:
+                bad_epochs += 1
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optim": opt.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "best_epoch": best_epoch,
+                    "bad": bad_epochs,
+                    "history": history,
+                    "torch_rng": torch.get_rng_state(),
+                    "np_rng": np.random.get_state(),
+                },
+                ckpt_path,
+                keep_previous=run / PREV_CHECKPOINT_FILE,
+            )
+            if bad_epochs >= o.patience:
+                log.info("early stop: no validation gain for %d epochs", bad_epochs)
+                stop = True
+            elif o.max_minutes is not None and time.time() - t0 > 60 * o.max_minutes:
+                log.info("wall-time budget of %.1f min reached", o.max_minutes)
+                stop = True
+        epochs_done = epoch + 1
+        if ctx.broadcast_flag(stop):
             break
 
-    if not (run / MODEL_FILE).exists():  # zero epochs run (e.g. epochs=0): still leave a servable model
+    if ctx.is_main and not (run / MODEL_FILE).exists():  # zero epochs run (e.g. epochs=0): a servable model
         save_model(model, run)
+    ctx.barrier()
+    if not ctx.is_main:  # the test metrics and metrics.json are rank 0's
+        return TrainResult(run, epochs_done, best_epoch, {}, time.time() - t0, peak_rss_mb()[0])
+    table.tensors = {k: v.cpu() for k, v in table.tensors.items()}  # load_model's model is on the CPU
     best_model, _ = load_model(run)
     with torch.no_grad():
         item_emb = item_embeddings(best_model, table, poster_cache(best_model, table))
@@ -468,14 +539,26 @@ def peak_rss_mb() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process"
 
 
-def progress_bar(it: range, enabled: bool, desc: str) -> Any:
+def progress_bar(it: range, enabled: bool, desc: str, lines: int = 10) -> Any:
+    """A tqdm bar on a terminal; in a log file (stderr not a TTY) ``lines`` plain lines per pass instead of one line
+    of carriage returns."""
     if not enabled:
         return it
+    if not sys.stderr.isatty():
+        return _logged(it, desc, max(1, len(it) // lines))
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm is optional
         return it
     return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _logged(it: range, desc: str, every: int) -> Any:
+    t0 = time.monotonic()
+    for i, x in enumerate(it, 1):
+        yield x
+        if i % every == 0 or i == len(it):
+            log.info("%s: step %d/%d (%.0f s)", desc, i, len(it), time.monotonic() - t0)
 
 
 def _temp_path(path: Path) -> Path:

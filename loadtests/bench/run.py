@@ -240,7 +240,7 @@ def load_point(target: Target, workload: str, users: int, args: argparse.Namespa
         target.host,
         users=users,
         spawn_rate=users,  # everyone at once: the ramp is a negligible part of the run
-        run_time_s=args.duration,
+        run_time_s=args.run_time,
         protocol="grpc",
         candidates=args.candidates,
         repo=target.repo,
@@ -283,9 +283,9 @@ def perf_analyzer_sweep(
     points = []
     for c in args.users:
         before = triton_stats(http_url)
-        pt = run_point(pa, grpc_url, WORKLOADS[workload].name, data, c, out, duration_s=args.duration)
+        pt = run_point(pa, grpc_url, WORKLOADS[workload].name, data, c, out, duration_s=args.run_time)
         stats = stats_delta(before, triton_stats(http_url), workload)
-        requests = pt.requests if pt.requests is not None else round(pt.rps * args.duration)
+        requests = pt.requests if pt.requests is not None else round(pt.rps * args.run_time)
         point: dict[str, Any] = {"users": c, "requests": requests, "failures": stats[workload]["failures"]}
         point.update({k: round(getattr(pt, k), 2) for k in ("rps", "p50_ms", "p95_ms", "p99_ms")})
         point["avg_ms"] = round(pt.avg_ms, 2) if pt.avg_ms is not None else None
@@ -817,7 +817,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--skip", type=_skips, default=set(), help=f"parts to leave out: {','.join(SKIPPABLE)}")
     load = p.add_argument_group("load (Locust and perf_analyzer, closed loop)")
     load.add_argument("--users", type=_csv_ints, default=[1, 4, 8], help="user counts (= concurrency) of the sweep")
-    load.add_argument("--duration", type=float, default=10.0, help="seconds of load per point")
+    load.add_argument(
+        "--run-time", "--duration", dest="run_time", type=float, default=10.0, help="seconds of load per point"
+    )
     for w, budget in DEFAULT_BUDGETS_MS.items():
         load.add_argument(f"--budget-{w}-ms", type=float, default=budget, help=f"p99 budget of `{w}`")
     load.add_argument("--candidates", type=int, default=50, help="movies per `rank` request (N)")
@@ -972,7 +974,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
         "config_sets": config_sets,
         "perf_analyzer": pa_info or None,
         "settings": {
-            "duration_s": args.duration,
+            "duration_s": args.run_time,
             "users": args.users,
             "candidates": args.candidates,
             "rank_slots": spec.rank_slots(args.candidates),

@@ -57,7 +57,7 @@ def test_bench_smoke_every_part(tiny_run: Path, exported_repo: Path, data_dir: P
             f"--data={data_dir}",
             f"--out={out}",
             "--users=1",
-            "--duration=1",
+            "--run-time=1",
             "--candidates=4",
             "--payloads=4",
             "--limit-time=0.02",

@@ -89,11 +89,11 @@ def test_rank_load_over_grpc(live_server: TritonServer, grpc_run: Callable[..., 
 def test_rank_load_over_http_via_main(
     live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The `hybridrec loadtest -- ...` path: a leading "--" is dropped; an http:// prefix on --host is stripped.
+    # The `hybridrec loadtest -- ...` path: a leading "--" is dropped; an http:// prefix on --url is stripped.
     code = main(
         [
             "--",
-            "--host",
+            "--url",
             f"http://{live_server.http_url}",
             "--protocol",
             "http",
@@ -170,13 +170,13 @@ def test_distributed_run_leaves_no_process(
 def test_sweep_via_main_writes_json_and_plot(
     live_server: TritonServer, exported_repo: Path, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # `hybridrec loadtest -- --sweep 2,1 ...`: one run per user count (sorted), then sweep.json and the plot.
+    # `hybridrec loadtest -- --users 2,1 ...`: one run per user count (sorted), then sweep.json and the plot.
     # RecommendUser: the cheapest payloads to prepare, so the two short runs spend their time under load.
     args = [
         "--",
-        "--sweep",
+        "--users",
         "2,1",
-        "--host",
+        "--url",
         live_server.grpc_url,
         "--user-classes",
         "RecommendUser",

@@ -59,3 +59,57 @@ def test_data_export_split_writes_recbole_benchmark_files(tmp_path: Path, capsys
     # ties on timestamp 20 break by movieId: movie 3 is the test item
     assert (folder / "ml-hybridrec.test.inter").read_text().splitlines()[1].split("\t")[:2] == ["1", "3"]
     assert "benchmark_filename" in capsys.readouterr().out
+
+
+def test_usage_and_input_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a config key typo: the message names the key, no traceback
+    assert main(["train", "--set", "optim.epoch=3", "--run", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "epoch" in err and "Traceback" not in err
+    # a bad rating in the data: one clear message
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
+    (bad / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,great,10\n")
+    assert main(["train", "--data", str(bad), "--run", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    from hybridrec.configs import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["--debug", "train", "--set", "optim.epoch=3", "--run", str(tmp_path / "r")])
+
+
+def test_export_tensorrt_without_tensorrt_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tensorrt = pytest.importorskip("hybridrec.export.tensorrt")
+
+    def no_tensorrt(*_: object, **__: object) -> None:
+        raise tensorrt.TensorRTUnavailableError("tensorrt is not installed")
+
+    monkeypatch.setattr(tensorrt, "build_plans", no_tensorrt)
+    assert main(["export-tensorrt", "--repo", str(tmp_path)]) == 1  # nothing built is a failure, not a skip
+    assert "no plans built" in capsys.readouterr().err
+
+
+def test_every_flag_has_help_and_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from hybridrec.cli import build_parser
+
+    def walk(name: str, parser: argparse.ArgumentParser) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(f"{name} {sub_name}".strip(), sub)
+            elif action.dest not in ("help", "rest"):
+                assert action.help, f"hybridrec {name} {action.option_strings or action.dest}: no help text"
+
+    walk("", build_parser())
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "(default: 8001)" in capsys.readouterr().out
