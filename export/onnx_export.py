@@ -19,7 +19,7 @@ from torch import nn
 from hybridrec import spec
 from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.export.catalog import encode_catalog, write_catalog_models
-from hybridrec.export.guards import add_size_guards
+from hybridrec.export.guards import add_size_guards, write_check_models
 from hybridrec.export.triton_config import served_sizes, write_configs
 from hybridrec.preprocessing import ARTIFACTS_FILE, ItemCatalog, save_titles
 from hybridrec.training.train import load_model, load_run_config
@@ -133,6 +133,7 @@ def export_run(
         data = load_movielens(resolve_data_dir(load_run_config(run_dir).data.path))
     catalog = encode_catalog(repo, ItemCatalog(data, artifacts))
     write_catalog_models(repo, catalog, depth)
+    write_check_models(repo)
     save_titles(repo, {int(m): data.movies[int(m)].title for m in catalog.movie_ids if m >= 0})
     log.info("catalog models: %d rows, retrieval depth %d", len(catalog.movie_ids), depth)
     return reports

@@ -169,7 +169,8 @@ def graph_mismatches(cfg: pb.ModelConfig, graph_path: str | Path) -> list[str]:
     """Where ``cfg`` disagrees with the exported ONNX graph as Triton's onnxruntime / TensorRT backends check it:
     tensor names, dtypes, rank (the batch axis included when max_batch_size > 0, and dynamic there), and every dim
     the graph fixes must be written as that size; -1 is allowed only where the graph's dim is dynamic too. A config
-    may fix a dim the graph leaves open (the served history length). Empty when they agree."""
+    may fix an input dim the graph leaves open (the served history length), never an output dim. Empty when they
+    agree."""
     import onnx
 
     model = onnx.load(str(graph_path), load_external_data=False)
@@ -200,4 +201,6 @@ def graph_mismatches(cfg: pb.ModelConfig, graph_path: str | Path) -> list[str]:
                     problems.append(f"{where}: batch axis fixed at {g} in the graph")
             elif g != -1 and c != g:
                 problems.append(f"{where}: axis {axis} is {g} in the graph but {c} in the config")
+            elif g == -1 and c != -1 and key[0] == "output":  # the backend wants outputs exactly as the graph's
+                problems.append(f"{where}: axis {axis} is dynamic in the graph but {c} in the config (an output)")
     return problems

@@ -255,6 +255,41 @@ FUSION_HEAD = ModelSpec(
 )
 COMPOSING = (IMAGE_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
 
+def _checked(t: TensorSpec) -> TensorSpec:
+    return TensorSpec(f"{t.name}_checked", t.dtype, t.dims, f"'{t.name}', once its sizes are checked")
+
+
+def _check_model(name: str, inputs: tuple[TensorSpec, ...], cap: int, max_batch: int) -> ModelSpec:
+    """The first step of an ensemble whose other steps run in parallel: it refuses a request whose named axes are out
+    of bounds or disagree, before any other step starts, and passes the inputs on unchanged. (Tritonserver 2.51 can
+    crash when one of two parallel ensemble steps fails while the other is still running; a request that fails here
+    fails alone.)"""
+    return ModelSpec(
+        name=name,
+        caps=(("N", cap),),
+        inputs=inputs,
+        outputs=tuple(_checked(t) for t in inputs),
+        batching=Batching(
+            max_batch_size=max_batch,
+            preferred_batch_sizes=(),
+            max_queue_delay_us=100,
+            why="a few shape comparisons and copies: merge what has queued, never wait long",
+        ),
+        doc="checks a request's sizes (N within 1..cap, equal across inputs) and passes it on unchanged",
+    )
+
+
+RANK_CONTENT_CHECK = _check_model("rank_content_check", (HISTORY, *ITEM_INPUTS), MAX_ITEMS, 8)
+
+
+def _after_check(check: ModelSpec) -> EnsembleStep:
+    return EnsembleStep(
+        check.name,
+        tuple((t.name, t.name) for t in check.inputs),
+        tuple((o.name, o.name) for o in check.outputs),
+    )
+
+
 RANK_CONTENT = ModelSpec(
     name="rank_content",
     caps=(("N", MAX_ITEMS),),
@@ -264,9 +299,12 @@ RANK_CONTENT = ModelSpec(
     # Bounded by the smallest composing model's max_batch_size (Triton refuses to start otherwise).
     max_batch_size=min(m.batching.max_batch_size for m in COMPOSING if m.batching),
     steps=(
-        EnsembleStep("sequence_encoder", (("history", "history"),), (("user_embedding", "user_embedding"),)),
+        _after_check(RANK_CONTENT_CHECK),
+        EnsembleStep("sequence_encoder", (("history", "history_checked"),), (("user_embedding", "user_embedding"),)),
         EnsembleStep(
-            "image_encoder", tuple((t.name, t.name) for t in ITEM_INPUTS), (("item_embedding", "item_embedding"),)
+            "image_encoder",
+            tuple((t.name, f"{t.name}_checked") for t in ITEM_INPUTS),
+            (("item_embedding", "item_embedding"),),
         ),
         EnsembleStep(
             "fusion_head",
@@ -391,18 +429,24 @@ CATALOG_MODELS = (RETRIEVAL, TOPK, ITEM_LOOKUP, SCORE_MASK)
 # update writes each as a new version folder and loads it; the old version serves until the new one is ready.
 CATALOG_STATE_MODELS = (RETRIEVAL, ITEM_LOOKUP)
 
+RANK_CHECK = _check_model("rank_check", (HISTORY, MOVIE_ID), MAX_CANDIDATES, 64)
+CHECK_MODELS = (RANK_CHECK, RANK_CONTENT_CHECK)
+
 RANK = ModelSpec(
     name="rank",
     caps=(("N", MAX_CANDIDATES),),
     inputs=(HISTORY, MOVIE_ID),
     outputs=(SCORES,),
     batching=None,
-    max_batch_size=min(m.batching.max_batch_size for m in (SEQUENCE_ENCODER, ITEM_LOOKUP, FUSION_HEAD) if m.batching),
+    max_batch_size=min(
+        m.batching.max_batch_size for m in (RANK_CHECK, SEQUENCE_ENCODER, ITEM_LOOKUP, FUSION_HEAD) if m.batching
+    ),
     steps=(
-        EnsembleStep("sequence_encoder", (("history", "history"),), (("user_embedding", "user_embedding"),)),
+        _after_check(RANK_CHECK),
+        EnsembleStep("sequence_encoder", (("history", "history_checked"),), (("user_embedding", "user_embedding"),)),
         EnsembleStep(
             "item_lookup",
-            (("movie_id", "movie_id"),),
+            (("movie_id", "movie_id_checked"),),
             (("item_embedding", "item_embedding"), ("item_mask", "item_mask")),
         ),
         EnsembleStep(
@@ -423,7 +467,9 @@ WARMUP: dict[str, dict[str, int]] = {
     "sequence_encoder": {"L": HISTORY_LENGTH},
 }  # built from catalog embeddings at export time (no torch module)
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (*COMPOSING, *CATALOG_MODELS, RANK, RANK_CONTENT, RECOMMEND)}
+MODELS: dict[str, ModelSpec] = {
+    m.name: m for m in (*COMPOSING, *CATALOG_MODELS, *CHECK_MODELS, RANK, RANK_CONTENT, RECOMMEND)
+}
 ENSEMBLES = tuple(m for m in MODELS.values() if m.is_ensemble)
 
 # TensorRT optimisation profiles: (min, opt, max) per dynamic axis; "batch" is bounded by each model's max batch.

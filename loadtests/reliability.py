@@ -44,11 +44,10 @@ import secrets
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -794,14 +793,6 @@ def markdown(r: Mapping[str, Any]) -> str:
 
 
 # --- the run ----------------------------------------------------------------------------------------------------------
-def _skips(text: str) -> set[str]:
-    names = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = names - set(SKIPPABLE)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"--skip takes some of {','.join(SKIPPABLE)}, got {sorted(unknown)}")
-    return names
-
-
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -810,6 +801,8 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hybridrec.loadtests.bench.run import skip_parser  # not at the top: Locust imports this file too
+
     p = argparse.ArgumentParser(
         prog="python -m hybridrec.loadtests.reliability", description=(__doc__ or "").split("\n\n")[0]
     )
@@ -823,20 +816,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="the performance benchmark's results.json")
     p.add_argument("--users", type=int, help=f"paced Locust users (default: rate / {PER_USER_RATE:g}, at least 4)")
     p.add_argument("--kill-seconds", type=_positive, default=20.0, help="run time of the kill phase's Locust run")
-    p.add_argument("--skip", type=_skips, default=set(), help=f"phases to leave out: {','.join(SKIPPABLE)}")
+    p.add_argument(
+        "--skip", type=skip_parser(SKIPPABLE), default=set(), help=f"phases to leave out: {','.join(SKIPPABLE)}"
+    )
     p.add_argument("--data", help="MovieLens folder for the payloads (default: resolve_data_dir())")
     p.add_argument("--workdir", type=Path, help="keep the exported repository here (default: a temporary folder)")
     return p
-
-
-@contextlib.contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="hybridrec-reliability-") as tmp:
-        yield Path(tmp)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -846,7 +831,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     from hybridrec import spec
     from hybridrec.export.onnx_export import export_run
-    from hybridrec.loadtests.bench.run import _server_version, machine
+    from hybridrec.loadtests.bench.run import _server_version, machine, workdir
     from hybridrec.loadtests.payloads import PayloadPool, PoolKey
 
     started = time.monotonic()
@@ -861,7 +846,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     info = machine()
     results: dict[str, Any] = {"command": command}
-    with _workdir(args.workdir) as work:
+    with workdir(args.workdir, "hybridrec-reliability-") as work:
         repo = (work / "repo").resolve()
         if repo.exists():
             shutil.rmtree(repo)

@@ -767,12 +767,13 @@ def _load() -> str:
 
 
 @contextlib.contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
+def workdir(path: Path | None, prefix: str = "hybridrec-bench-") -> Iterator[Path]:
+    """``path`` (kept), or a temporary folder removed at the end (shared by the benchmarks)."""
     if path is not None:
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
-    with tempfile.TemporaryDirectory(prefix="hybridrec-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)
 
 
@@ -794,12 +795,17 @@ def _csv_workloads(text: str) -> list[str]:
 SKIPPABLE = ("peer", "no-batching", "cpu-set", "perf-analyzer")
 
 
-def _skips(text: str) -> set[str]:
-    names = {s.strip() for s in text.split(",") if s.strip()}
-    unknown = names - set(SKIPPABLE)
-    if unknown:
-        raise argparse.ArgumentTypeError(f"--skip takes some of {','.join(SKIPPABLE)}, got {sorted(unknown)}")
-    return names
+def skip_parser(allowed: Sequence[str]) -> Callable[[str], set[str]]:
+    """An argparse type for ``--skip a,b``: a set of names out of ``allowed`` (shared by the benchmarks)."""
+
+    def parse(text: str) -> set[str]:
+        names = {s.strip() for s in text.split(",") if s.strip()}
+        unknown = names - set(allowed)
+        if unknown:
+            raise argparse.ArgumentTypeError(f"--skip takes some of {','.join(allowed)}, got {sorted(unknown)}")
+        return names
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -814,7 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="exported model repository of that run, served read-only (default: export --run into a temp folder)",
     )
     what.add_argument("--workloads", type=_csv_workloads, default=list(WORKLOADS), help="recommend,rank")
-    what.add_argument("--skip", type=_skips, default=set(), help=f"parts to leave out: {','.join(SKIPPABLE)}")
+    what.add_argument(
+        "--skip", type=skip_parser(SKIPPABLE), default=set(), help=f"parts to leave out: {','.join(SKIPPABLE)}"
+    )
     load = p.add_argument_group("load (Locust and perf_analyzer, closed loop)")
     load.add_argument("--users", type=_csv_ints, default=[1, 4, 8], help="user counts (= concurrency) of the sweep")
     load.add_argument(
@@ -851,7 +859,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     points: dict[str, dict[str, list[dict[str, Any]]]] = {w: {} for w in args.workloads}
     config_sets: dict[str, str] = {}
     pa_info: dict[str, Any] = {}
-    with _workdir(args.workdir) as work, contextlib.ExitStack() as stack:
+    with workdir(args.workdir) as work, contextlib.ExitStack() as stack:
         repo = args.repo
         if repo is None:
             from hybridrec.export.onnx_export import export_run

@@ -74,8 +74,12 @@ def test_profiles() -> None:
         assert gpu.max_batch_size == cpu.max_batch_size == m.batch_limit
         assert gpu.dynamic_batching.max_queue_delay_microseconds > 0
     rank = model_config(spec.RANK)
-    assert rank.platform == "ensemble" and len(rank.ensemble_scheduling.step) == len(spec.RANK.steps) == 4
-    assert [s.model_name for s in rank.ensemble_scheduling.step][:2] == ["sequence_encoder", "item_lookup"]
+    assert rank.platform == "ensemble" and len(rank.ensemble_scheduling.step) == len(spec.RANK.steps) == 5
+    assert [s.model_name for s in rank.ensemble_scheduling.step][:3] == [
+        "rank_check",
+        "sequence_encoder",
+        "item_lookup",
+    ]
     assert "rank/1/.gitkeep" in expected_files() and "rank_content/1/.gitkeep" in expected_files()
 
 

@@ -142,6 +142,10 @@ def test_odd_but_valid_values_get_finite_answers(client, catalog, name: str, cas
     request = good_request(model, catalog.artifacts.num_items)
     mutate(model, request)
     out = client.infer(name, request)
+    if model in spec.CHECK_MODELS:  # a check model passes its inputs on unchanged (NaN meta is the CNN's to zero)
+        for t, o in zip(model.inputs, model.outputs, strict=True):
+            np.testing.assert_array_equal(out[o.name], request[t.name])
+        return
     for t in model.outputs:
         assert out[t.name].shape[0] == 1
         if out[t.name].dtype.kind == "f":

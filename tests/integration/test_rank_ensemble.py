@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hybridrec import spec
-from hybridrec.client import InvalidRequestError, ModelNotFoundError, RecommenderClient, RecommenderError
+from hybridrec.client import InvalidRequestError, ModelNotFoundError, RecommenderClient
 from hybridrec.preprocessing import encode_history
 from hybridrec.training.train import load_model
 
@@ -199,11 +199,11 @@ def test_bad_rank_content_requests_get_clear_errors_and_server_keeps_serving(
         bad["people"] = good["people"][:, :2]
     with RecommenderClient(_url(live_server, protocol), protocol) as client:
         if case == "mismatched_n":
-            # The client names the disagreeing inputs; sent raw, the onnxruntime backend fails this one request
-            # (Triton never merges requests of different shapes), the python backend refuses it by name.
+            # The client names the disagreeing inputs; sent raw, the ensemble's first step (rank_content_check)
+            # refuses it naming them, before any other step runs.
             with pytest.raises(InvalidRequestError, match="'people' has N=2 but 'item_id' has N=4"):
                 client.infer("rank_content", bad)
-            with pytest.raises(RecommenderError, match=r"dimensions must match|N=2"):
+            with pytest.raises(InvalidRequestError, match=r"people_N_must_equal_item_id_N|'people' has N=2"):
                 client.infer("rank_content", bad, check=False)
         else:
             with pytest.raises(InvalidRequestError) as e:
