@@ -270,6 +270,8 @@ def test_metrics_summary_against_the_live_server(
     assert "req/s" in table and all(f"\n{m} " in table for m in ("rank", "recommend", "fusion_head"))
     assert metrics_summary.main(["--url", live_server.metrics_url, "--interval", "0", "--json"]) == 0
     totals = json.loads(capsys.readouterr().out)
-    assert totals["recommend"]["requests"] >= 3 and totals["rank_content"]["avg_request_ms"] is None
+    assert totals["recommend"]["requests"] >= 3
+    # a model that has served nothing yet (which one depends on the tests run before) has no average, not 0
+    assert all(t["avg_request_ms"] is None for t in totals.values() if not t["requests"])
     with contextlib.redirect_stderr(io.StringIO()):
         assert metrics_summary.main(["--url", "127.0.0.1:1", "--interval", "0", "--timeout", "1"]) == 1
