@@ -286,15 +286,6 @@ def poster_pixels(source: PosterSource, image: ImageSpec, position: int) -> np.n
         raise InvalidRequestError(f"poster {position}: {e}") from None
 
 
-def _served_history(history: np.ndarray) -> np.ndarray:
-    """An encoded history [L] fitted to the served length: the most recent items, 0-padded at the end."""
-    h = np.asarray(history, dtype=np.int64).reshape(-1)
-    h = h[h != spec.PAD_ID][-spec.HISTORY_LENGTH :]
-    out = np.full(spec.HISTORY_LENGTH, spec.PAD_ID, np.int64)
-    out[: h.size] = h
-    return out
-
-
 class ClientCore:
     """Everything the sync and async clients share: configuration, request building, plans and result parsing."""
 
@@ -398,7 +389,7 @@ class ClientCore:
     def _plan_rank_content_tensors(
         self, history: np.ndarray, items: dict[str, np.ndarray], timeout_s: float | None
     ) -> Plan[np.ndarray]:
-        arrays = {"history": _served_history(history)[None]}
+        arrays = {"history": spec.served_history(history)[None]}
         arrays.update({k: np.asarray(v)[None] for k, v in items.items()})
         out = yield from self._plan_infer("rank_content", arrays, True, timeout_s)
         return out["scores"][0]
@@ -414,12 +405,10 @@ class ClientCore:
         ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
         if not ids.size:
             raise InvalidRequestError("rank: no candidates given")
-        hist = _served_history(history)[None]
+        hist = spec.served_history(history)[None]
         calls = []
         for lo in range(0, ids.size, spec.MAX_RANK_CANDIDATES):
-            chunk = ids[lo : lo + spec.MAX_RANK_CANDIDATES]
-            padded = np.full((1, spec.rank_slots(chunk.size)), spec.NO_MOVIE, np.int64)
-            padded[0, : chunk.size] = chunk
+            padded = spec.rank_candidates(ids[lo : lo + spec.MAX_RANK_CANDIDATES])
             calls.append(self._infer_call("rank", {"history": hist, "movie_id": padded}, True, timeout_s))
         results = yield calls
         parts = [self._outputs(c, r)["scores"][0] for c, r in zip(calls, results, strict=True)]
@@ -428,7 +417,7 @@ class ClientCore:
     def _plan_recommend_tensors(
         self, history: np.ndarray, k: int, timeout_s: float | None
     ) -> Plan[tuple[np.ndarray, np.ndarray]]:
-        arrays = {"history": _served_history(history)[None], "k": np.array([k], dtype=np.int64)}
+        arrays = {"history": spec.served_history(history)[None], "k": np.array([k], dtype=np.int64)}
         out = yield from self._plan_infer("recommend", arrays, True, timeout_s)
         return out["movie_ids"][0], out["scores"][0]
 

@@ -34,30 +34,47 @@ def add_size_guards(proto: onnx.ModelProto, model: spec.ModelSpec) -> onnx.Model
 
 
 def _guard(graph: onnx.GraphProto, name: str, t: spec.TensorSpec, axis: int, cap: int) -> None:
+    """Fail the run unless axis ``axis`` of ``t`` is within 1..cap (0 is sent out of range too)."""
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(axis, np.int64), f"{name}__axis"),
+            numpy_helper.from_array(np.array(cap + 1, np.int64), f"{name}__out"),
+        ]
+    )
+    index = [
+        helper.make_node("Shape", [t.name], [f"{name}__shape"]),
+        helper.make_node("Gather", [f"{name}__shape", f"{name}__axis"], [f"{name}__size"], axis=0),
+        helper.make_node("Equal", [f"{name}__size", f"{name}__zero"], [f"{name}__empty"]),
+        helper.make_node("Where", [f"{name}__empty", f"{name}__out", f"{name}__size"], [f"{name}__index"]),
+    ]
+    _fail_unless_in_range(graph, name, t, index, cap + 1)
+
+
+def _fail_unless_in_range(
+    graph: onnx.GraphProto, name: str, t: spec.TensorSpec, index: list[onnx.NodeProto], table_len: int
+) -> None:
+    """The one guard mechanism: ``index`` computes ``<name>__index`` (an int64 scalar); a Gather named ``name`` into a
+    table of ``table_len`` entries fails the run when it is out of range, and input ``t`` flows on through a no-op
+    Where on the result, so every consumer of ``t`` waits for the check."""
     if any(out.name == t.name for out in graph.output):
         raise ValueError(f"input {t.name} is also an output; cannot guard it")
     guarded = f"{name}__input"
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.zeros(cap + 1, np.int64), f"{name}__table"),
-            numpy_helper.from_array(np.array(axis, np.int64), f"{name}__axis"),
+            numpy_helper.from_array(np.zeros(table_len, np.int64), f"{name}__table"),
             numpy_helper.from_array(np.array(0, np.int64), f"{name}__zero"),
-            numpy_helper.from_array(np.array(cap + 1, np.int64), f"{name}__out"),
         ]
     )
     # Rewire every consumer of the input to the guarded copy before adding the guard's own nodes.
     for node in graph.node:
         node.input[:] = [guarded if i == t.name else i for i in node.input]
-    guard_nodes = [
-        helper.make_node("Shape", [t.name], [f"{name}__shape"]),
-        helper.make_node("Gather", [f"{name}__shape", f"{name}__axis"], [f"{name}__size"], axis=0),
-        helper.make_node("Equal", [f"{name}__size", f"{name}__zero"], [f"{name}__empty"]),
-        helper.make_node("Where", [f"{name}__empty", f"{name}__out", f"{name}__size"], [f"{name}__index"]),
+    nodes = [
+        *index,
         helper.make_node("Gather", [f"{name}__table", f"{name}__index"], [f"{name}__ok"], axis=0, name=name),
         helper.make_node("Equal", [f"{name}__ok", f"{name}__zero"], [f"{name}__pass"]),
         helper.make_node("Where", [f"{name}__pass", t.name, t.name], [guarded]),
     ]
-    for i, node in enumerate(guard_nodes):
+    for i, node in enumerate(nodes):
         graph.node.insert(i, node)
 
 
@@ -100,31 +117,22 @@ def _agree(
     graph: onnx.GraphProto, name: str, t: spec.TensorSpec, axis: int, ref: spec.TensorSpec, ref_axis: int
 ) -> None:
     """Fail the run when axis ``axis`` of ``t`` differs from axis ``ref_axis`` of ``ref``."""
-    guarded = f"{name}__input"
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.zeros(1, np.int64), f"{name}__table"),
             numpy_helper.from_array(np.array(axis, np.int64), f"{name}__axis"),
             numpy_helper.from_array(np.array(ref_axis, np.int64), f"{name}__ref_axis"),
-            numpy_helper.from_array(np.array(0, np.int64), f"{name}__zero"),
             numpy_helper.from_array(np.array(1, np.int64), f"{name}__one"),
         ]
     )
-    for node in graph.node:
-        node.input[:] = [guarded if i == t.name else i for i in node.input]
-    nodes = [
+    index = [
         helper.make_node("Shape", [t.name], [f"{name}__shape"]),
         helper.make_node("Gather", [f"{name}__shape", f"{name}__axis"], [f"{name}__size"], axis=0),
         helper.make_node("Shape", [ref.name], [f"{name}__ref_shape"]),
         helper.make_node("Gather", [f"{name}__ref_shape", f"{name}__ref_axis"], [f"{name}__ref_size"], axis=0),
         helper.make_node("Equal", [f"{name}__size", f"{name}__ref_size"], [f"{name}__same"]),
         helper.make_node("Where", [f"{name}__same", f"{name}__zero", f"{name}__one"], [f"{name}__index"]),
-        helper.make_node("Gather", [f"{name}__table", f"{name}__index"], [f"{name}__ok"], axis=0, name=name),
-        helper.make_node("Equal", [f"{name}__ok", f"{name}__zero"], [f"{name}__pass"]),
-        helper.make_node("Where", [f"{name}__pass", t.name, t.name], [guarded]),
     ]
-    for i, node in enumerate(nodes):
-        graph.node.insert(i, node)
+    _fail_unless_in_range(graph, name, t, index, 1)
 
 
 def write_check_models(repo: str | Path) -> list[Path]:

@@ -336,6 +336,23 @@ def rank_slots(n: int) -> int:
     return max(16, 1 << (n - 1).bit_length())
 
 
+def served_history(history: np.ndarray) -> np.ndarray:
+    """An encoded history [L] fitted to the served length: the most recent items, 0-padded at the end."""
+    h = np.asarray(history, dtype=np.int64).reshape(-1)
+    h = h[h != PAD_ID][-HISTORY_LENGTH:]
+    out = np.full(HISTORY_LENGTH, PAD_ID, np.int64)
+    out[: h.size] = h
+    return out
+
+
+def rank_candidates(movie_ids: np.ndarray) -> np.ndarray:
+    """``movie_id`` [1, rank_slots(N)] of one `rank` request: the N movieIds, then NO_MOVIE."""
+    ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
+    out = np.full((1, rank_slots(ids.size)), NO_MOVIE, np.int64)
+    out[0, : ids.size] = ids
+    return out
+
+
 MOVIE_ID = TensorSpec("movie_id", "int64", ("N",), "MovieLens movieIds of catalog movies; unknown ids score as -inf")
 
 # Sizes the served interface fixes although the exported graphs leave them open (or fix them per run), written into

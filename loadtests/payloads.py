@@ -103,15 +103,6 @@ def _payload(
     return Payload(model.name, user_id, movie_ids, arrays, expect, scored)
 
 
-def padded_candidates(movie_ids: Sequence[int]) -> np.ndarray:
-    """``movie_id`` [1, spec.rank_slots(N)] of one `rank` request: the N movieIds, then ``spec.NO_MOVIE`` (what
-    :meth:`RecommenderClient.rank_tensors <hybridrec.client.client.RecommenderClient.rank_tensors>` sends)."""
-    ids = np.asarray(movie_ids, dtype=np.int64).reshape(-1)
-    out = np.full((1, spec.rank_slots(ids.size)), spec.NO_MOVIE, np.int64)
-    out[0, : ids.size] = ids
-    return out
-
-
 def _item_arrays(items: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """[N, ...] item tensors -> [1, N, ...]: one request holding N items."""
     return {name: np.ascontiguousarray(a[None]) for name, a in items.items()}
@@ -169,10 +160,9 @@ class DataSource:
 
     def history(self, user: int) -> np.ndarray:
         """The user's encoded history [1, spec.HISTORY_LENGTH] as the client sends it (most recent items, 0-padded)."""
-        from hybridrec.client.client import _served_history
         from hybridrec.preprocessing import encode_history
 
-        return _served_history(encode_history(self.histories[user].tolist(), self.artifacts))[None]
+        return spec.served_history(encode_history(self.histories[user].tolist(), self.artifacts))[None]
 
     def unseen(self, user: int, ranked: Sequence[int], count: int, rng: random.Random) -> tuple[int, ...]:
         """``count`` movies drawn from the ``POPULAR_POOL * count`` first of ``ranked`` that ``user`` has not rated
@@ -212,7 +202,7 @@ def rank_payloads(src: DataSource, *, candidates: int, payloads: int, seed: int 
     pool: list[Payload] = []
     for user in src.users(payloads, rng):
         movie_ids = src.unseen(user, ranked, candidates, rng)
-        arrays = {"history": src.history(user), "movie_id": padded_candidates(movie_ids)}
+        arrays = {"history": src.history(user), "movie_id": spec.rank_candidates(np.asarray(movie_ids))}
         slots = arrays["movie_id"].shape[1]
         pool.append(_payload(spec.RANK, user, movie_ids, arrays, (1, slots), scored=candidates))
     return pool
