@@ -34,7 +34,7 @@ evaluate: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy
+	$(BIN)/python tools/typecheck.py
 
 test: lint backend
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

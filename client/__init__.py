@@ -2,19 +2,17 @@
 torch."""
 
 from hybridrec.client.aio import AsyncRecommenderClient
-from hybridrec.client.client import (
+from hybridrec.client.client import RecommenderClient
+from hybridrec.client.errors import (
     AdminKeyError,
-    Health,
     InvalidRequestError,
     ModelNotFoundError,
-    RankResult,
-    RecommenderClient,
     RecommenderError,
     RequestTimeoutError,
-    RetryPolicy,
-    ScoredItem,
     ServerUnavailableError,
 )
+from hybridrec.client.results import Health, RankResult, ScoredItem
+from hybridrec.client.retries import RetryPolicy
 
 __all__ = [
     "AdminKeyError",

@@ -1,7 +1,7 @@
 """AsyncRecommenderClient: the RecommenderClient surface over tritonclient.grpc.aio / tritonclient.http.aio.
 
 Request building, result parsing, the error mapping and the retry policy are the sync client's (the plans of
-:class:`hybridrec.client.client.ClientCore`); only the running of the calls differs: awaited, and the independent calls
+:class:`hybridrec.client.plans.ClientCore`); only the running of the calls differs: awaited, and the independent calls
 of one step (health's readiness checks, encode_items' chunks) in flight together.
 
 The tritonclient connection is opened on first use, inside the running event loop, and bound to that loop::
@@ -20,18 +20,11 @@ from typing import Any
 import numpy as np
 
 from hybridrec import spec
-from hybridrec.client.client import (
-    MAX_ITEMS_PER_REQUEST,
-    Attempts,
-    Call,
-    ClientCore,
-    Health,
-    Plan,
-    PosterSource,
-    RankResult,
-    RecommenderError,
-    T,
-)
+from hybridrec.client.errors import RecommenderError
+from hybridrec.client.plans import MAX_ITEMS_PER_REQUEST, ClientCore, PosterSource
+from hybridrec.client.results import Health, RankResult
+from hybridrec.client.retries import Attempts, Call
+from hybridrec.client.transport import Plan, T
 from hybridrec.preprocessing import ItemMetadata
 
 
@@ -173,6 +166,6 @@ class AsyncRecommenderClient(ClientCore):
         chunk_size: int = MAX_ITEMS_PER_REQUEST,
         timeout_s: float | None = None,
     ) -> np.ndarray:
-        """Item embeddings [M, D] from the served `image_encoder`, from content alone (item id UNK); a few chunks
+        """Item embeddings [M, D] from the served `item_encoder`, from content alone (item id UNK); a few chunks
         of at most ``chunk_size`` items in flight at a time. Posters as in RecommenderClient.encode_items."""
         return await self._run(self._plan_encode_items(posters, metadata, chunk_size, timeout_s))

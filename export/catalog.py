@@ -1,7 +1,7 @@
 """Catalog item embeddings and the catalog models: `retrieval` and `topk` (the `recommend` ensemble), `item_lookup`
 and `score_mask` (the `rank` ensemble).
 
-The embeddings come from running the exported image encoder (onnxruntime, no torch) over every catalog movie's
+The embeddings come from running the exported item encoder (onnxruntime, no torch) over every catalog movie's
 poster and metadata, so the same code path serves the export and the later addition of cold-start movies. The catalog
 models are small ONNX graphs built directly with onnx.helper; the embedding table and the row <-> movieId maps are
 their initializers. Rows 0..num_items-1 are the training vocabulary (row = item index, so a history's item indices
@@ -66,12 +66,12 @@ class CatalogEmbeddings:
 
 
 class ItemEncoder:
-    """The exported image encoder in onnxruntime: item tensors [M, ...] -> embeddings [M, D]."""
+    """The exported item encoder in onnxruntime: item tensors [M, ...] -> embeddings [M, D]."""
 
     def __init__(self, repo: str | Path, batch: int = 256) -> None:
         import onnxruntime as ort
 
-        path = Path(repo) / "image_encoder" / "1" / "model.onnx"
+        path = Path(repo) / "item_encoder" / "1" / "model.onnx"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run `hybridrec export` first")
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -105,11 +105,11 @@ def check_triton(repo: Path, config_sets: list[str | None], results: list[dict[s
         return
     cpu = {
         n: _ort(repo / n / "1" / "model.onnx", ["CPUExecutionProvider"])
-        for n in ("sequence_encoder", "image_encoder", "fusion_head")
+        for n in ("sequence_encoder", "item_encoder", "fusion_head")
     }
     rank_in = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 50, "L": 50}, seed=3)
     user = cpu["sequence_encoder"].run(None, {"history": rank_in["history"]})[0]
-    items = cpu["image_encoder"].run(None, {t.name: rank_in[t.name] for t in spec.ITEM_INPUTS})[0]
+    items = cpu["item_encoder"].run(None, {t.name: rank_in[t.name] for t in spec.ITEM_INPUTS})[0]
     want = cpu["fusion_head"].run(None, {"user_embedding": user, "item_embedding": items})[0]
     for name in config_sets:
         t0 = time.time()

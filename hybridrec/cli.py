@@ -1,5 +1,5 @@
-"""The `hybridrec` command: data, train, evaluate, export, configs, backend, serve, query, catalog, loadtest, latency
-and the end-to-end demo.
+"""The `hybridrec` command: data, train, evaluate, export, triton-configs, backend, serve, query, catalog, loadtest,
+latency, metrics and the end-to-end demo.
 
 Heavy imports (torch, onnx) happen inside the subcommands that need them, so `hybridrec query` and
 `hybridrec loadtest` work from a client-only install.
@@ -8,6 +8,7 @@ Heavy imports (torch, onnx) happen inside the subcommands that need them, so `hy
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import signal
@@ -20,9 +21,11 @@ import yaml
 
 log = logging.getLogger("hybridrec")
 
-PRESETS = Path(__file__).resolve().parent / "training" / "configs"
+# training/presets/*.yaml, shipped as package data of hybridrec.training (no torch import to find them)
+PRESETS = Path(importlib.util.find_spec("hybridrec.training").origin or "").parent / "presets"  # type: ignore[union-attr]
 DEFAULT_RUN = "runs/demo"
 DEFAULT_REPO = os.environ.get("HYBRIDREC_REPO", "model_repository")  # every command that takes --repo
+DEFAULT_URL = "127.0.0.1:8001"  # `hybridrec serve`'s gRPC port (tritonserver's own default); every client command
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -36,7 +39,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _run_config(args: argparse.Namespace) -> Any:
-    from hybridrec.configs import load_yaml
+    from hybridrec.dataclass_yaml import load_yaml
     from hybridrec.training.config import RunConfig
 
     path = args.config or (PRESETS / f"{args.preset}.yaml" if args.preset else None)
@@ -60,8 +63,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _number(v: float) -> str:
-    """Counts as integers, metrics with four decimals."""
-    return str(int(v)) if float(v).is_integer() and abs(v) >= 1 else f"{v:.4f}"
+    """Counts as integers, seconds and megabytes with one decimal, ranking metrics (in [0, 1]) with four."""
+    if float(v).is_integer() and abs(v) >= 1:
+        return str(int(v))
+    return f"{v:.1f}" if abs(v) > 1 else f"{v:.4f}"
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -89,13 +94,14 @@ def cmd_export_tensorrt(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_configs(args: argparse.Namespace) -> int:
+def cmd_triton_configs(args: argparse.Namespace) -> int:
     from hybridrec.export.triton_config import drift, write_configs
 
     if args.check:
         stale = drift(args.repo)
         if stale:
-            print("generated files differ from hybridrec/spec.py (run `hybridrec configs`):\n  " + "\n  ".join(stale))
+            stale_list = "\n  ".join(stale)
+            print(f"generated files differ from hybridrec/spec.py (run `hybridrec triton-configs`):\n  {stale_list}")
             return 1
         print("model repository configs are up to date")
         return 0
@@ -250,7 +256,8 @@ def recommend(url: str, protocol: str, catalog: Any, user: int | None, history: 
 
 def cmd_catalog_add(args: argparse.Namespace) -> int:
     """Add a cold-start movie (poster + metadata, no ratings) to the served catalog."""
-    from hybridrec.export.catalog import add_items
+    from hybridrec import spec
+    from hybridrec.export.catalog import add_items, prune_catalog_versions
     from hybridrec.preprocessing import ItemMetadata, decode_poster
 
     split = lambda v: tuple(x.strip() for x in v.split("|") if x.strip()) if v else ()  # noqa: E731
@@ -258,22 +265,52 @@ def cmd_catalog_add(args: argparse.Namespace) -> int:
         args.title, split(args.genres), args.year, args.overview or "", split(args.cast), split(args.directors)
     )
     poster = decode_poster(args.poster) if args.poster else None
-    rows, version = add_items(args.repo, [(args.movie_id, md, poster)], prune=not args.url)
-    from hybridrec import spec
-    from hybridrec.export.catalog import prune_catalog_versions
-
     names = ", ".join(m.name for m in spec.CATALOG_STATE_MODELS)
-    print(f"movie {args.movie_id} is catalog row {rows[0]}; {names} written as version {version} in {args.repo}")
-    if args.url:
-        from hybridrec.client import RecommenderClient
+    if args.offline:
+        rows, version = add_items(args.repo, [(args.movie_id, md, poster)], prune=True)
+        print(f"movie {args.movie_id} is catalog row {rows[0]}; {names} written as version {version} in {args.repo}")
+        print("a server started on this repository serves it")
+        return 0
+    from hybridrec.client import RecommenderClient, ServerUnavailableError
 
+    with RecommenderClient(args.url, args.protocol) as client:
+        try:  # before anything is written: a missing server changes nothing
+            client.health()
+        except ServerUnavailableError as e:
+            raise ServerUnavailableError(
+                f"{e} -- start `hybridrec serve` first, or pass --offline to only write the repository"
+            ) from e
+        rows, version = add_items(args.repo, [(args.movie_id, md, poster)], prune=False)
+        print(f"movie {args.movie_id} is catalog row {rows[0]}; {names} written as version {version} in {args.repo}")
         # Each model swaps to its new version once loaded; until then the old version answers: no request is lost.
-        with RecommenderClient(args.url, args.protocol) as client:
-            for m in spec.CATALOG_STATE_MODELS:
-                client.load_model(m.name)
-        prune_catalog_versions(args.repo, keep=version)
-        print(f"loaded {names} version {version} on {args.url}: the movie is served now")
+        for m in spec.CATALOG_STATE_MODELS:
+            client.load_model(m.name)
+    prune_catalog_versions(args.repo, keep=version)
+    print(f"loaded {names} version {version} on {args.url}: the movie is served now")
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Whether the server is live and every model ready; with --wait, poll until it is (exit 1 if it never is)."""
+    from hybridrec.client import RecommenderClient, RecommenderError
+
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            with RecommenderClient(args.url, args.protocol) as client:
+                health = client.health(timeout_s=5.0)
+            problem = "" if health["ready"] else "not ready: " + ", ".join(
+                name for name, ready in health["models"].items() if not ready
+            )
+        except RecommenderError as e:
+            problem = one_line(e)
+        if not problem:
+            print(f"{args.url}: live and ready ({len(health['models'])} models)")
+            return 0
+        if time.monotonic() >= deadline:
+            print(f"{args.url}: {problem}", file=sys.stderr)
+            return 1
+        time.sleep(1.0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -335,8 +372,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hybridrec.configs import load_yaml
     from hybridrec.data import load_movielens, resolve_data_dir
+    from hybridrec.dataclass_yaml import load_yaml
     from hybridrec.training.evaluation.run import EvaluateConfig, evaluate
 
     path = args.config or PRESETS / f"{args.preset}.yaml"
@@ -398,16 +435,25 @@ def cmd_backend(args: argparse.Namespace) -> int:
     return 0
 
 
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" unless the help text already says what the default is (e.g. an environment variable)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """Every (sub)command's --help shows each flag's default."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="hybridrec", description=__doc__.splitlines()[0])
+    p = _Parser(prog="hybridrec", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -436,10 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fp32", action="store_true", help="no FP16 kernels")
     sp.set_defaults(func=cmd_export_tensorrt)
 
-    sp = sub.add_parser("configs", help="regenerate (or --check) the config.pbtxt files from hybridrec/spec.py")
+    sp = sub.add_parser(
+        "triton-configs", help="regenerate (or --check) every Triton config.pbtxt and config set from hybridrec/spec.py"
+    )
     sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository whose configs are (re)generated")
     sp.add_argument("--check", action="store_true", help="only check: exit 1 when a generated file differs")
-    sp.set_defaults(func=cmd_configs)
+    sp.set_defaults(func=cmd_triton_configs)
 
     sp = sub.add_parser("serve", help="start tritonserver on the model repository (Ctrl-C stops it)")
     sp.add_argument("--repo", default=DEFAULT_REPO, help="the model repository to serve")
@@ -471,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("query", help="rank unseen movies for a user through the `rank` ensemble")
-    sp.add_argument("--url", default="127.0.0.1:8001", help="Triton address host:port (gRPC 8001 or HTTP 8000)")
+    sp.add_argument("--url", default=DEFAULT_URL, help="Triton address host:port (gRPC 8001 or HTTP 8000)")
     sp.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
     sp.add_argument("--repo", default=DEFAULT_REPO, help="model repository holding artifacts.json")
     sp.add_argument(
@@ -500,9 +548,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--cast", help="pipe-separated")
     a.add_argument("--directors", help="pipe-separated")
     a.add_argument("--poster", help="JPEG/PNG file (optional)")
-    a.add_argument("--url", help="server to reload (started by `hybridrec serve`, explicit model control)")
+    a.add_argument(
+        "--url", default=DEFAULT_URL, help="the server that loads the new version (`hybridrec serve`; admin key sent)"
+    )
     a.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
+    a.add_argument("--offline", action="store_true", help="only write the new version into --repo; reload no server")
     a.set_defaults(func=cmd_catalog_add)
+
+    sp = sub.add_parser("health", help="is the server live and every model ready? (exit 0 yes, 1 no)")
+    sp.add_argument("--url", default=DEFAULT_URL, help="Triton address host:port (gRPC 8001 or HTTP 8000)")
+    sp.add_argument("--protocol", default="grpc", choices=["grpc", "http"], help="the client's protocol")
+    sp.add_argument("--wait", type=float, default=0.0, help="seconds to keep polling until it is ready")
+    sp.set_defaults(func=cmd_health)
 
     sp = sub.add_parser("demo", help="main job: train -> export -> serve -> query -> stop")
     train_args(sp, "demo")
@@ -516,10 +573,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("data", help="dataset helpers")
     dsub = sp.add_subparsers(dest="data_cmd", required=True)
     f = dsub.add_parser("fetch", help="download MovieLens ml-latest-small from GroupLens")
-    from hybridrec.data import DEFAULT_URL
+    from hybridrec.data import DEFAULT_URL as DATA_URL
 
     f.add_argument("--dest", default="data", help="folder to download into")
-    f.add_argument("--url", default=DEFAULT_URL, help="the ml-latest-small zip to download (http(s):// or file://)")
+    f.add_argument("--url", default=DATA_URL, help="the ml-latest-small zip to download (http(s):// or file://)")
     f.add_argument("--force", action="store_true", help="download again even if the data is there")
     i = dsub.add_parser("info", help="summarise a dataset folder")
     i.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
@@ -608,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def is_input_error(e: BaseException) -> bool:
     """Exit 2 for what the user gave (a flag, a config key, a file, the data), 1 for what failed while running."""
-    from hybridrec.configs import ConfigError
+    from hybridrec.dataclass_yaml import ConfigError
 
     return isinstance(e, FileNotFoundError | ConfigError | ValueError | KeyError)
 

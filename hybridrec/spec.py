@@ -194,8 +194,8 @@ class EnsembleStep:
     output_map: tuple[tuple[str, str], ...]  # (model output, ensemble tensor)
 
 
-# --- item tensors (shared by image_encoder, rank and the client) -------------------------------------------------
-MAX_ITEMS = 256  # items by content (posters) per request: image_encoder, rank_content
+# --- item tensors (shared by item_encoder, rank and the client) -------------------------------------------------
+MAX_ITEMS = 256  # items by content (posters) per request: item_encoder, rank_content
 MAX_CANDIDATES = 1024  # items by embedding or id per request: fusion_head, item_lookup, score_mask, rank
 MAX_REQUEST_BATCH = 64  # users per request of the non-batching models (what their batching steps allow)
 
@@ -213,8 +213,8 @@ USER_EMBEDDING = TensorSpec("user_embedding", "float32", ("D",))
 ITEM_EMBEDDING = TensorSpec("item_embedding", "float32", ("N", "D"))
 SCORES = TensorSpec("scores", "float32", ("N",), "sigmoid relevance per candidate")
 
-IMAGE_ENCODER = ModelSpec(
-    name="image_encoder",
+ITEM_ENCODER = ModelSpec(
+    name="item_encoder",
     caps=(("N", MAX_ITEMS),),
     inputs=ITEM_INPUTS,
     outputs=(ITEM_EMBEDDING,),
@@ -253,7 +253,7 @@ FUSION_HEAD = ModelSpec(
     ),
     doc="autoencoder bottleneck + sigmoid fusion layer scoring each candidate for its user",
 )
-COMPOSING = (IMAGE_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
+COMPOSING = (ITEM_ENCODER, SEQUENCE_ENCODER, FUSION_HEAD)
 
 def _checked(t: TensorSpec) -> TensorSpec:
     return TensorSpec(f"{t.name}_checked", t.dtype, t.dims, f"'{t.name}', once its sizes are checked")
@@ -302,7 +302,7 @@ RANK_CONTENT = ModelSpec(
         _after_check(RANK_CONTENT_CHECK),
         EnsembleStep("sequence_encoder", (("history", "history_checked"),), (("user_embedding", "user_embedding"),)),
         EnsembleStep(
-            "image_encoder",
+            "item_encoder",
             tuple((t.name, f"{t.name}_checked") for t in ITEM_INPUTS),
             (("item_embedding", "item_embedding"),),
         ),
@@ -313,7 +313,7 @@ RANK_CONTENT = ModelSpec(
         ),
     ),
     doc="the cold-start path: score N movies given by poster + metadata (none need be in the catalog) for one user: "
-    "sequence encoder + image encoder -> fusion head",
+    "sequence encoder + item encoder -> fusion head",
 )
 
 # --- the `recommend` path: whole-catalog retrieval inside Triton ----------------------------------------------------
@@ -480,7 +480,7 @@ RANK = ModelSpec(
 
 # Warm-up request shapes per model (zeros): the CNN and the GRU pay the most for a cold onnxruntime session.
 WARMUP: dict[str, dict[str, int]] = {
-    "image_encoder": {"N": 50},
+    "item_encoder": {"N": 50},
     "sequence_encoder": {"L": HISTORY_LENGTH},
 }  # built from catalog embeddings at export time (no torch module)
 
@@ -498,7 +498,7 @@ TRT_RANGES: dict[str, tuple[int, int, int]] = {
 }
 # Models served as TensorRT plans in the `plan` config set. `topk` is not: its K is a request input, and TensorRT's
 # TopK needs K at build time; it keeps the onnxruntime config in every set.
-TRT_PLAN_MODELS = ("image_encoder", "sequence_encoder", "fusion_head", "retrieval")
+TRT_PLAN_MODELS = ("item_encoder", "sequence_encoder", "fusion_head", "retrieval")
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -8,7 +8,7 @@ Users (pick them by class name at the end of the locust command line; locust run
   the client pads them) -> the `rank` ensemble (catalog lookup + fusion head; no posters travel);
 * ``RankContentUser``: one user's history + N real candidate movies with posters + metadata -> the `rank_content`
   ensemble (the cold-start path; not in the mix);
-* ``EncodeItemsUser``: N=16 real catalog movies (posters + metadata) -> the `image_encoder` model.
+* ``EncodeItemsUser``: N=16 real catalog movies (posters + metadata) -> the `item_encoder` model.
 
 Each request is reported under its workload's name (``recommend``, ``rank``, ``encode_items``, ``rank_content``), so
 a mixed run's stats have one row per endpoint. Run it headless and bounded through ``hybridrec loadtest -- --host
@@ -31,7 +31,7 @@ Design:
 
 * gRPC under gevent: ``grpc.experimental.gevent.init_gevent()`` runs at import, before any channel exists (locust has
   already monkey-patched by then); without it every user's call blocks the whole process and users are serialised.
-* One :class:`~hybridrec.client.client.RecommenderClient` per user, created in ``on_start`` and closed in ``on_stop``.
+* One :class:`~hybridrec.client.RecommenderClient` per user, created in ``on_start`` and closed in ``on_stop``.
 * A pool of request payloads is built ONCE PER PROCESS (``events.init``), not per user, and only for the workloads
   of the selected user classes (``hybridrec.loadtests.payloads``): real user histories from the ratings, ``N``
   unseen popular movies per rank request (movieIds; with their real posters and metadata for rank_content) and
@@ -65,7 +65,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner
 
 from hybridrec import spec
-from hybridrec.client.client import RecommenderClient, RecommenderError, ServerUnavailableError
+from hybridrec.client import RecommenderClient, RecommenderError, ServerUnavailableError
 from hybridrec.loadtests.payloads import (
     DEFAULT_CANDIDATES,
     DEFAULT_ITEMS,
@@ -333,7 +333,7 @@ class TritonUser(User):
         self.send("rank")
 
     def encode_items(self) -> None:
-        """Embeddings of N catalog movies from their posters and metadata (`image_encoder`)."""
+        """Embeddings of N catalog movies from their posters and metadata (`item_encoder`)."""
         self.send("encode_items")
 
     def rank_content(self) -> None:
@@ -385,7 +385,7 @@ class RankContentUser(TritonUser):
 
 
 class EncodeItemsUser(TritonUser):
-    """Only `encode_items`: N catalog movies through the image encoder."""
+    """Only `encode_items`: N catalog movies through the item encoder."""
 
     workloads = ("encode_items",)
     tasks = _tasks({"encode_items": 1})

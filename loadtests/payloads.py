@@ -1,7 +1,7 @@
 """Request payloads built from the real data pack, shared by the Locust users and the latency benchmark.
 
 Four workloads, each a list of ready requests (spec-named arrays with the batch axis, checked against the spec once),
-built exactly as :class:`~hybridrec.client.client.RecommenderClient` builds them (the served history length, the
+built exactly as :class:`~hybridrec.client.RecommenderClient` builds them (the served history length, the
 candidate padding of ``spec.rank_slots``):
 
 * ``recommend``: a real user's chronological history (encoded, padded to ``spec.HISTORY_LENGTH``) and ``k`` -> the
@@ -9,7 +9,7 @@ candidate padding of ``spec.rank_slots``):
 * ``rank``: a real user's history and ``N`` popular movies that user has not rated, **by movieId** (padded with
   ``spec.NO_MOVIE`` to ``spec.rank_slots(N)``, a power of two >= 16, like the client does) -> the `rank` ensemble,
   which looks their embeddings up in the served catalog; no posters travel;
-* ``encode_items``: ``N`` catalog movies that have a poster, with their metadata -> the `image_encoder` model
+* ``encode_items``: ``N`` catalog movies that have a poster, with their metadata -> the `item_encoder` model
   (batch axis 1 holding N items: what embedding a batch of new catalog items costs);
 * ``rank_content``: a real user's history and ``N`` unseen popular movies with their posters and metadata -> the
   `rank_content` ensemble (the cold-start path for movies outside the catalog; the payload `rank` had before it
@@ -48,7 +48,7 @@ POPULAR_POOL = 4  # candidates are drawn from the POPULAR_POOL * N most popular 
 WORKLOAD_MODELS: dict[str, str] = {
     "recommend": spec.RECOMMEND.name,
     "rank": spec.RANK.name,
-    "encode_items": spec.IMAGE_ENCODER.name,
+    "encode_items": spec.ITEM_ENCODER.name,
     "rank_content": spec.RANK_CONTENT.name,
 }
 WORKLOADS = tuple(WORKLOAD_MODELS)
@@ -247,7 +247,7 @@ def item_payloads(src: DataSource, *, items: int, payloads: int, seed: int = 0) 
     for _ in range(payloads):
         movie_ids = tuple(rng.sample(movies, items))
         arrays = _item_arrays(src.catalog.features(movie_ids))
-        pool.append(_payload(spec.IMAGE_ENCODER, None, movie_ids, arrays, (1, items)))
+        pool.append(_payload(spec.ITEM_ENCODER, None, movie_ids, arrays, (1, items)))
     return pool
 
 

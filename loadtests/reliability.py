@@ -801,7 +801,7 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hybridrec.loadtests.bench.run import skip_parser  # not at the top: Locust imports this file too
+    from hybridrec.loadtests.bench.common import skip_parser  # not at the top: Locust imports this file too
 
     p = argparse.ArgumentParser(
         prog="python -m hybridrec.loadtests.reliability", description=(__doc__ or "").split("\n\n")[0]
@@ -831,7 +831,8 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
     from hybridrec import spec
     from hybridrec.export.onnx_export import export_run
-    from hybridrec.loadtests.bench.run import _server_version, machine, workdir
+    from hybridrec.loadtests.bench.common import machine, workdir
+    from hybridrec.loadtests.bench.triton_stats import server_version
     from hybridrec.loadtests.payloads import PayloadPool, PoolKey
 
     started = time.monotonic()
@@ -859,7 +860,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
             log("starting tritonserver (explicit model control, admin key)")
             b.start_server()
             results.update(
-                tritonserver=_server_version(b.server.http_url),
+                tritonserver=server_version(b.server.http_url),
                 config_set=b.server.config_set,
                 config_set_reason=b.server.config_set_reason,
             )

@@ -50,7 +50,7 @@ def dataset(data_dir: Path):  # type: ignore[no-untyped-def]
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset) -> Path:  # type: ignore[no-untyped-def]
     """The `ci` preset: 24 users, one epoch, on the real data (posters, metadata and all)."""
     from hybridrec.cli import PRESETS
-    from hybridrec.configs import load_yaml
+    from hybridrec.dataclass_yaml import load_yaml
     from hybridrec.training.config import RunConfig
     from hybridrec.training.train import train
 

@@ -1,1 +1,2 @@
-"""Training: the three hybrid models (image encoder, sequence encoder, autoencoder fusion head) and their joint loop."""
+"""Training: the three hybrid models (item encoder: poster CNN + metadata; sequence encoder; autoencoder fusion
+head) and their joint loop."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class ImageEncoderConfig:
+class ItemEncoderConfig:
     channels: tuple[int, ...] = (16, 32, 64)  # one conv + ReLU + max-pool block per entry
     kernel_size: int = 3
     downsample: int = 4  # average-pool the 192x128 poster to 48x32 first: the CNN dominates CPU cost
@@ -44,7 +44,7 @@ class FusionHeadConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     embedding_dim: int = 64  # F_cnn and F_rnn width (D)
-    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    item: ItemEncoderConfig = field(default_factory=ItemEncoderConfig)  # poster CNN + metadata fusion
     sequence: SequenceEncoderConfig = field(default_factory=SequenceEncoderConfig)
     fusion: FusionHeadConfig = field(default_factory=FusionHeadConfig)
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from hybridrec import spec
 from hybridrec.preprocessing import Artifacts
-from hybridrec.training.config import FusionHeadConfig, ImageEncoderConfig, ModelConfig, SequenceEncoderConfig
+from hybridrec.training.config import FusionHeadConfig, ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
 
 NEG = -1.0e4  # masked attention logit; finite so ONNX/TensorRT never see inf - inf
 
@@ -57,7 +57,7 @@ class SpatialAttention(nn.Module):
         return (weights.unsqueeze(-1) * regions).sum(1), weights
 
 
-class ImageEncoder(nn.Module):
+class ItemEncoder(nn.Module):
     """Stacked conv/ReLU/max-pool over the poster, spatial attention over its regions, then attention-based fusion
     of the image with embedded metadata (genres, year, cast/director, TF-IDF-weighted overview words, item id).
 
@@ -70,7 +70,7 @@ class ImageEncoder(nn.Module):
     inv_std: Tensor
     word_idf: Tensor
 
-    def __init__(self, cfg: ImageEncoderConfig, dim: int, artifacts: Artifacts) -> None:
+    def __init__(self, cfg: ItemEncoderConfig, dim: int, artifacts: Artifacts) -> None:
         super().__init__()
         self.cfg = cfg
         self.dim = dim
@@ -351,14 +351,14 @@ class HybridModel(nn.Module):
     def __init__(self, cfg: ModelConfig, artifacts: Artifacts) -> None:
         super().__init__()
         self.cfg = cfg
-        self.image_encoder = ImageEncoder(cfg.image, cfg.embedding_dim, artifacts)
+        self.item_encoder = ItemEncoder(cfg.item, cfg.embedding_dim, artifacts)
         self.sequence_encoder = SequenceEncoder(cfg.sequence, cfg.embedding_dim, artifacts)
         self.fusion_head = FusionHead(cfg.fusion, cfg.embedding_dim)
 
     def exported(self) -> dict[str, nn.Module]:
         """spec model name -> module, in the spec's order."""
         return {
-            "image_encoder": self.image_encoder,
+            "item_encoder": self.item_encoder,
             "sequence_encoder": self.sequence_encoder,
             "fusion_head": self.fusion_head,
         }
@@ -366,5 +366,5 @@ class HybridModel(nn.Module):
     def score(self, history: Tensor, items: dict[str, Tensor]) -> Tensor:
         """Eager reference of the `rank` ensemble: [B, L] + [B, N, ...] item tensors -> scores [B, N]."""
         user = self.sequence_encoder(history)
-        item = self.image_encoder(*(items[t.name] for t in spec.ITEM_INPUTS))
+        item = self.item_encoder(*(items[t.name] for t in spec.ITEM_INPUTS))
         return self.fusion_head(user, item)

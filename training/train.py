@@ -33,8 +33,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hybridrec import spec
-from hybridrec.configs import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.data import LAYOUTS, DatasetTooSmallError, MovieLensData, load_movielens, resolve_data_dir
+from hybridrec.dataclass_yaml import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
 from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
@@ -142,7 +142,7 @@ class TrainResult:
 
 def poster_cache(model: HybridModel, table: ItemTable, batch: int = 512) -> Tensor | None:
     """Pooled CNN features [I, C] of every item (no gradients); None when the image branch is off."""
-    enc = model.image_encoder
+    enc = model.item_encoder
     if not enc.cfg.use_image:
         return None
     outs = []
@@ -155,7 +155,7 @@ def poster_cache(model: HybridModel, table: ItemTable, batch: int = 512) -> Tens
 def item_embeddings(model: HybridModel, table: ItemTable, pooled: Tensor | None) -> Tensor:
     """[I, D] embeddings of every vocabulary item from cached (or live-patched) poster features."""
     t = table.tensors
-    return model.image_encoder.fuse(pooled, t["item_id"], t["meta"], t["people"], t["overview"])
+    return model.item_encoder.fuse(pooled, t["item_id"], t["meta"], t["people"], t["overview"])
 
 
 def pipeline_scores(
@@ -264,10 +264,10 @@ class StepLoss(nn.Module):
             # The CNN learns through a few live posters per step; every other item uses this epoch's cache.
             live = torch.searchsorted(cols, torch.unique(targets))
             live = live[torch.randperm(len(live))[: o.live_posters].to(self.dev)]
-            live_feat = self.model.image_encoder.poster_features(self.table.tensors["poster"][cols[live]])
+            live_feat = self.model.item_encoder.poster_features(self.table.tensors["poster"][cols[live]])
             pooled = pooled.index_put((live,), live_feat)
         t = self.table.tensors
-        items = self.model.image_encoder.fuse(
+        items = self.model.item_encoder.fuse(
             pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
         )
         user = self.model.sequence_encoder(hist)  # [B, D]
@@ -401,7 +401,7 @@ def _train(
             table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}
         # Ablations leave parameters without gradients, which DDP must then look for after every step.
         m, f = cfg.model, cfg.model.fusion
-        unused = not (m.image.use_image and m.image.use_metadata and o.live_posters > 0 and f.use_autoencoder)
+        unused = not (m.item.use_image and m.item.use_metadata and o.live_posters > 0 and f.use_autoencoder)
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         step_loss = DistributedDataParallel(step_loss, device_ids=ids, find_unused_parameters=unused)
         batch_size = max(1, o.batch_size // ctx.world)  # the global batch stays o.batch_size (when divisible)
@@ -672,6 +672,15 @@ def load_model(run_dir: str | Path) -> tuple[HybridModel, Artifacts]:
         raise FileNotFoundError(f"no trained model at {path}: run `hybridrec train --run {run}` first")
     artifacts = Artifacts.load(run)
     ckpt = torch.load(path, weights_only=False, map_location="cpu")
-    model = HybridModel(from_dict(ModelConfig, ckpt["model_config"]), artifacts)
-    model.load_state_dict(ckpt["state_dict"])
+    model_config, state = _renamed(ckpt["model_config"], ckpt["state_dict"])
+    model = HybridModel(from_dict(ModelConfig, model_config), artifacts)
+    model.load_state_dict(state)
     return model.eval(), artifacts
+
+
+def _renamed(model_config: dict[str, Any], state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Models saved before the item encoder's rename (``image_encoder``, config key ``image``) still load."""
+    model_config = {("item" if k == "image" else k): v for k, v in model_config.items()}
+    old = "image_encoder."
+    state = {("item_encoder." + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+    return model_config, state

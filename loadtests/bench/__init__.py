@@ -14,5 +14,9 @@ it measures, on this machine:
 - Triton with dynamic batching removed from the composing models (a generated copy of the repository).
 
 ``run.py`` ties them together and writes ``results.json``, ``results.md`` and ``latency_throughput.png`` (default
-``runs/perf``); ``docs/performance.md`` explains the numbers.
+``runs/perf``); ``docs/performance.md`` explains the numbers. Its parts: ``triton_stats.py`` (Triton's statistics API
+deltas and the ensemble overhead), ``repository.py`` (the repository copy without dynamic batching), ``answers.py``
+(the peer's answers against Triton's), ``summary.py`` (throughput at the budget, ratios, targets), ``report.py``
+(markdown tables, ``results.md`` and ``results.json``), ``plots.py`` (the latency/throughput plot), ``series.py``
+(the variants and their labels) and ``common.py`` (helpers shared with ``loadtests/reliability.py``).
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hybridrec.cli import PRESETS, main
-from hybridrec.configs import load_yaml
+from hybridrec.dataclass_yaml import load_yaml
 from hybridrec.training.evaluation.run import BASELINES, HYBRIDS, EvaluateConfig, variant_config
 
 pytestmark = pytest.mark.export
@@ -20,9 +20,9 @@ def test_variants_switch_the_branches_off() -> None:
     base = RunConfig()
     assert variant_config("Hybrid", base) == base
     cnn_only = variant_config("CNN-only", base).model
-    assert cnn_only.image.use_image and not cnn_only.sequence.use_rnn and not cnn_only.fusion.use_autoencoder
+    assert cnn_only.item.use_image and not cnn_only.sequence.use_rnn and not cnn_only.fusion.use_autoencoder
     rnn_only = variant_config("RNN-only", base).model
-    assert not rnn_only.image.use_image and not rnn_only.image.use_metadata and rnn_only.sequence.use_rnn
+    assert not rnn_only.item.use_image and not rnn_only.item.use_metadata and rnn_only.sequence.use_rnn
     with pytest.raises(ValueError, match="unknown hybrid variant"):
         variant_config("Hybrid w/o everything", base)
 
@@ -51,7 +51,7 @@ def test_evaluate_every_model_then_resume(tmp_path: Path, data_dir: Path, capsys
 
 
 def test_evaluate_rejects_unknown_models_and_keys(tmp_path: Path) -> None:
-    from hybridrec.configs import ConfigError
+    from hybridrec.dataclass_yaml import ConfigError
 
     with pytest.raises(ConfigError, match="unknown keys"):
         load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {"hybrid.optim.epoch": 1})

@@ -56,7 +56,7 @@ def test_parity_error_is_typed(model: HybridModel, tmp_path: Path) -> None:
 
 
 def test_committed_configs_match_the_spec() -> None:
-    assert drift(REPO) == [], "run `hybridrec configs` and commit the result"
+    assert drift(REPO) == [], "run `hybridrec triton-configs` and commit the result"
 
 
 def test_every_config_parses_as_triton_model_config() -> None:

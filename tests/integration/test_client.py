@@ -176,7 +176,7 @@ def content(catalog: ItemCatalog) -> tuple[list[Any], list[ItemMetadata]]:
 
 @pytest.fixture(scope="module")
 def expected_embeddings(exported_repo: Path, catalog: ItemCatalog, content: Any) -> np.ndarray:
-    """The exported image encoder in onnxruntime, in-process, on the same features (item id UNK: pure content)."""
+    """The exported item encoder in onnxruntime, in-process, on the same features (item id UNK: pure content)."""
     from hybridrec.export.catalog import ItemEncoder
 
     posters, metadata = content
@@ -221,7 +221,7 @@ def test_rank_and_recommend_results(live_server: Any, catalog: ItemCatalog, user
     assert [it.movie_id for it in rec] == rec.movie_ids.tolist()
 
 
-def test_encode_items_matches_the_exported_image_encoder(
+def test_encode_items_matches_the_exported_item_encoder(
     live_server: Any, exported_repo: Path, content: Any, expected_embeddings: np.ndarray, protocol: str
 ) -> None:
     posters, metadata = content

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from hybridrec import admin, metrics_summary, spec
-from hybridrec.client.client import RecommenderClient
+from hybridrec.client import RecommenderClient
 from hybridrec.preprocessing import load_titles
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -35,12 +35,12 @@ def _eager_user(model, history: np.ndarray) -> np.ndarray:  # type: ignore[no-un
         return model.sequence_encoder(torch.from_numpy(history[None]))[0].numpy()  # type: ignore[no-any-return]
 
 
-def test_catalog_embeddings_match_the_eager_image_encoder(exported_repo: Path, eager, catalog) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_embeddings_match_the_eager_item_encoder(exported_repo: Path, eager, catalog) -> None:  # type: ignore[no-untyped-def]
     cat = CatalogEmbeddings.load(exported_repo)
     rows = np.r_[2:34, len(cat.movie_ids) - 16 : len(cat.movie_ids)]  # vocabulary rows and cold rows
     feats = catalog.features([int(m) for m in cat.movie_ids[rows]])
     with torch.no_grad():
-        want = eager.image_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS)).numpy()
+        want = eager.item_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS)).numpy()
     np.testing.assert_allclose(cat.embeddings[rows], want, rtol=0, atol=1e-4)
 
 

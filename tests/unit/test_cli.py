@@ -43,7 +43,7 @@ def test_export_without_a_run_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 
 def test_configs_check_passes_on_the_committed_repository(capsys: pytest.CaptureFixture[str]) -> None:
     repo = Path(__file__).resolve().parents[2] / "model_repository"
-    assert main(["configs", "--check", "--repo", str(repo)]) == 0
+    assert main(["triton-configs", "--check", "--repo", str(repo)]) == 0
 
 
 def test_data_export_split_writes_recbole_benchmark_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,7 +77,7 @@ def test_usage_and_input_errors_are_one_line_exit_2(tmp_path: Path, capsys: pyte
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    from hybridrec.configs import ConfigError
+    from hybridrec.dataclass_yaml import ConfigError
 
     with pytest.raises(ConfigError):
         main(["--debug", "train", "--set", "optim.epoch=3", "--run", str(tmp_path / "r")])
@@ -113,3 +113,29 @@ def test_every_flag_has_help_and_shows_its_default(capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "(default: 8001)" in capsys.readouterr().out
+
+
+def test_health_and_catalog_add_without_a_server_fail_in_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = "127.0.0.1:9"  # the discard port: nothing listens there
+    assert main(["health", "--url", closed]) == 1
+    err = capsys.readouterr().err
+    assert closed in err and "Traceback" not in err
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    add = ["catalog", "add", "--movie-id", "5", "--title", "X", "--repo", str(repo), "--url", closed]
+    assert main(add) == 1
+    err = capsys.readouterr().err
+    assert "hybridrec serve" in err and "--offline" in err and len(err.strip().splitlines()) == 1
+    assert list(repo.iterdir()) == []  # checked before anything was written
+
+
+def test_every_client_command_defaults_to_the_served_ports() -> None:
+    from hybridrec.cli import DEFAULT_URL, build_parser
+
+    parser = build_parser()
+    for argv in (["query"], ["health"], ["catalog", "add", "--movie-id", "1"]):
+        assert parser.parse_args(argv).url == DEFAULT_URL == "127.0.0.1:8001", argv
+    serve = parser.parse_args(["serve"])
+    assert (serve.http_port, serve.grpc_port, serve.metrics_port) == (8000, 8001, 8002)

@@ -14,6 +14,7 @@ from hybridrec.training.evaluation.baselines import (
     EASE,
     LOWEST,
     ContentTFIDF,
+    GRU4Rec,
     ItemKNN,
     Popularity,
     SASRec,
@@ -339,6 +340,45 @@ def test_sasrec_trains_one_epoch_and_scores_all_items() -> None:
     hist = {u: np.append(train[u], valid[u]) for u in seqs}
     res = M.evaluate_ranking(model.score, sorted(seqs), hist, {u: int(s[-1]) for u, s in seqs.items()})
     assert res.summary()["users"] == 24
+
+
+def test_gru4rec_trains_one_epoch_and_scores_all_items() -> None:
+    seqs = _sequences(24, 30, 12)
+    train = {u: s[:-2] for u, s in seqs.items()}
+    valid = {u: int(s[-2]) for u, s in seqs.items()}
+    model = GRU4Rec(epochs=1, threads=1, dim=16, hidden=16, batch_size=8).fit(train, 30, valid=valid)
+    assert model.name == "GRU4Rec-CE" and model.epochs_run == 1 and "val_ndcg@10" in model.history[0]
+    s = model.score([0, 1, 2], [train[0], train[1][:3], np.array([], dtype=np.int64)])
+    assert s.shape == (3, 30) and s.dtype == np.float32 and np.isfinite(s).all()
+
+
+def test_gru4rec_is_causal_and_ignores_padding() -> None:
+    # the score after a history depends on that history only: a longer window's later items change nothing before
+    seqs = _sequences(8, 20, 10)
+    model = GRU4Rec(epochs=1, threads=1, dim=8, hidden=8, batch_size=4, max_len=6).fit(seqs, 20)
+    h = seqs[0]
+    short = model.score([0], [h[:4]])[0]
+    import torch
+
+    with torch.no_grad():
+        full = model.net(torch.from_numpy(h[:6][None] + 1))[0, 3]
+        also = model.net.logits(full[None])[0].numpy()
+    assert np.allclose(short, also, atol=1e-5)
+    assert np.allclose(model.score([0], [h])[0], model.score([0], [h[-6:]])[0])  # only the last max_len items count
+
+
+def test_gru4rec_learns_a_next_item_rule_and_early_stops() -> None:
+    seqs = _sequences(24, 30, 12)
+    train = {u: s[:-2] for u, s in seqs.items()}
+    valid = {u: int(s[-2]) for u, s in seqs.items()}
+    model = GRU4Rec(epochs=30, patience=3, threads=1, dim=16, hidden=32, batch_size=4, dropout=0.0, lr=1e-2)
+    model.fit(train, 30, valid=valid)
+    best = max(r["val_ndcg@10"] for r in model.history)
+    assert model.history[model.best_epoch - 1]["val_ndcg@10"] == best
+    assert model.epochs_run < 30 or model.best_epoch == 30  # stopped by patience unless still improving
+    hist = {u: np.append(train[u], valid[u]) for u in seqs}
+    res = M.evaluate_ranking(model.score, sorted(seqs), hist, {u: int(s[-1]) for u, s in seqs.items()})
+    assert res.summary()["mrr@10"] > 0.8
 
 
 # ----------------------------------------------------------------------------------------------------------------------

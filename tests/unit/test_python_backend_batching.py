@@ -22,7 +22,7 @@ def test_merge_pads_ragged_requests_and_split_restores_them() -> None:
 
 
 def test_validate_names_missing_and_inconsistent_inputs() -> None:
-    m = spec.IMAGE_ENCODER
+    m = spec.ITEM_ENCODER
     good = spec.example_batch(m, 1, {"N": 3})
     validate(m, dict(good))
     with pytest.raises(RequestError, match="missing input 'poster'"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hybridrec import spec
-from hybridrec.configs import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+from hybridrec.dataclass_yaml import ConfigError, from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.training.config import RunConfig
 
 
@@ -68,8 +68,8 @@ def test_example_batch_matches_spec() -> None:
 
 
 def test_run_config_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = load_yaml(RunConfig, None, {"optim.epochs": 2, "model.image.channels": [8, 16]})
-    assert cfg.optim.epochs == 2 and cfg.model.image.channels == (8, 16)
+    cfg = load_yaml(RunConfig, None, {"optim.epochs": 2, "model.item.channels": [8, 16]})
+    assert cfg.optim.epochs == 2 and cfg.model.item.channels == (8, 16)
     save_yaml(cfg, tmp_path / "c.yaml")
     assert load_yaml(RunConfig, tmp_path / "c.yaml") == cfg
     assert from_dict(RunConfig, to_dict(cfg)) == cfg

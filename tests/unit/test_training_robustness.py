@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hybridrec.cli import PRESETS, main  # noqa: E402
-from hybridrec.configs import load_yaml  # noqa: E402
 from hybridrec.data import DataFormatError, DatasetTooSmallError, load_movielens  # noqa: E402
+from hybridrec.dataclass_yaml import load_yaml  # noqa: E402
 from hybridrec.training import train as train_mod  # noqa: E402
 from hybridrec.training.config import RunConfig  # noqa: E402
 

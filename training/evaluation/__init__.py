@@ -8,8 +8,8 @@ Parts, each documented in its own module:
 * :mod:`.metrics`: full-ranking HR@10 / NDCG@10 / MRR@10 against all catalog items with seen items masked, computed
   in user chunks and kept per user for paired significance tests (t-test, Wilcoxon signed-rank); the cold-item slice;
   classification metrics (threshold chosen on validation, AUC, all-positive F1).
-* :mod:`.baselines`: scorers with one ``fit`` / ``score`` interface: Popularity, item-kNN CF, EASE, content-based
-  TF-IDF, SASRec with full softmax cross-entropy.
+* :mod:`.baselines`: scorers with one ``fit`` / ``score`` interface, one module per model: Popularity, item-kNN CF,
+  EASE, content-based TF-IDF, SASRec with full softmax cross-entropy.
 * :mod:`.recbole`: export of the leave-one-out split as RecBole atomic files (``benchmark_filename`` layout) so that
   RecBole reproduces the exact split (``hybridrec data export-split --format recbole``).
 * :mod:`.hybrid`: the trained hybrid as a full-ranking scorer (what the served `recommend` ensemble ranks by).

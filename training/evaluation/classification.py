@@ -411,7 +411,7 @@ def train_hybrid_liked(
                 pooled = None if cache is None else cache[uniq]
                 if pooled is not None and o.live_posters > 0:
                     live = torch.randperm(len(uniq))[: o.live_posters]
-                    live_feat = model.image_encoder.poster_features(inputs.table.tensors["poster"][uniq[live]])
+                    live_feat = model.item_encoder.poster_features(inputs.table.tensors["poster"][uniq[live]])
                     pooled = pooled.index_put((live,), live_feat)
                 sub = _subtable(inputs.table, {k: v[uniq] for k, v in inputs.table.tensors.items()})
                 items = item_embeddings(model, sub, pooled)[inverse]  # [B, D]

@@ -50,7 +50,7 @@ class HybridScorer:
         with torch.no_grad():
             for feats in catalog.iter_features([int(m) for m in self._movie_ids], chunk=512):
                 outs.append(
-                    self._model.image_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS))
+                    self._model.item_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS))
                 )
         self._items = torch.cat(outs)
         return self

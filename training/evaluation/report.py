@@ -149,8 +149,11 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
         "",
         f"Budgets: every hybrid variant trains {cfg.get('hybrid', {}).get('optim', {}).get('epochs')} epochs "
         f"({cfg.get('hybrid', {}).get('data', {}).get('targets_per_user')} training prefixes per user and epoch), "
-        f"the best validation epoch kept; SASRec-CE at most {cfg.get('sasrec', {}).get('epochs')} epochs with early "
-        f"stopping (patience {cfg.get('sasrec', {}).get('patience')}). Both are budget-bound here, not converged.",
+        "the best validation epoch kept (budget-bound, not converged); SASRec-CE and GRU4Rec-CE train until "
+        f"validation NDCG@10 has not improved for {cfg.get('sasrec', {}).get('patience')} / "
+        f"{cfg.get('gru4rec', {}).get('patience')} epochs (at most {cfg.get('sasrec', {}).get('epochs')} / "
+        f"{cfg.get('gru4rec', {}).get('epochs')} epochs or {cfg.get('sasrec', {}).get('max_seconds')} / "
+        f"{cfg.get('gru4rec', {}).get('max_seconds')} s), the best validation epoch kept.",
         "",
         "| model | seeds | NDCG@10 | HR@10 | MRR@10 | cold NDCG@10 | cold HR@10 | valid NDCG@10 | fit s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -230,7 +233,7 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
         "- Ablations switch one branch off and retrain: w/o CNN = no poster/metadata encoder (items are id "
         "embeddings); w/o RNN = the history's item embeddings pooled without recurrence; w/o AE = F_ae = 0 and no "
         "reconstruction loss. CNN-only / RNN-only / AE-only = the hybrid with the other two branches off.",
-        "- Baselines: see `training/evaluation/baselines.py` (hyper-parameters chosen on validation).",
+        "- Baselines: see `training/evaluation/baselines/` (hyper-parameters chosen on validation).",
         "- The RecBole atomic files of this exact split: `hybridrec data export-split --format recbole --out DIR`.",
         "",
     ]

@@ -3,7 +3,8 @@ PNG plots.
 
 Models (next-item task, full ranking, seen items masked; see :mod:`.splits` and :mod:`.metrics`):
 
-* baselines: Popularity, item-kNN, EASE, content-based TF-IDF (deterministic: fitted once) and SASRec-CE (per seed);
+* baselines: Popularity, item-kNN, EASE, content-based TF-IDF (deterministic: fitted once), SASRec-CE and
+  GRU4Rec-CE (per seed);
 * the hybrid and its variants, each trained from scratch per seed with the same budget
   (:func:`variant_config`): ablations ``w/o CNN`` (no image/metadata branch: items are id embeddings),
   ``w/o RNN`` (history pooled without recurrence) and ``w/o AE`` (F_ae = 0, no reconstruction); and the single-branch
@@ -28,21 +29,30 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.configs import save_yaml, to_dict
 from hybridrec.data import MovieLensData
+from hybridrec.dataclass_yaml import save_yaml, to_dict
 from hybridrec.training.config import RunConfig
-from hybridrec.training.evaluation.baselines import EASE, ContentTFIDF, ItemKNN, Popularity, SASRec, SASRecConfig
+from hybridrec.training.evaluation.baselines import (
+    EASE,
+    ContentTFIDF,
+    GRU4Rec,
+    GRU4RecConfig,
+    ItemKNN,
+    Popularity,
+    SASRec,
+    SASRecConfig,
+)
 from hybridrec.training.evaluation.metrics import RankingResult, cold_item_users, evaluate_ranking, paired_test
 from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("Popularity", "Item-kNN", "EASE", "Content TF-IDF", "SASRec-CE")
+BASELINES = ("Popularity", "Item-kNN", "EASE", "Content TF-IDF", "SASRec-CE", "GRU4Rec-CE")
 DETERMINISTIC = ("Popularity", "Item-kNN", "EASE", "Content TF-IDF")
 HYBRIDS = ("Hybrid", "Hybrid w/o CNN", "Hybrid w/o RNN", "Hybrid w/o AE", "CNN-only", "RNN-only", "AE-only")
 SINGLE_BRANCH = ("CNN-only", "RNN-only", "AE-only")
 # Scorers that use no item content: the cold-item goal compares the hybrid with the best of these.
-PURE_COLLABORATIVE = ("Popularity", "Item-kNN", "EASE", "SASRec-CE", "RNN-only", "AE-only")
+PURE_COLLABORATIVE = ("Popularity", "Item-kNN", "EASE", "SASRec-CE", "GRU4Rec-CE", "RNN-only", "AE-only")
 METRICS = ("ndcg@10", "hr@10", "mrr@10")
 
 
@@ -54,24 +64,25 @@ class EvaluateConfig:
     cold_threshold: int = 5  # cold-item slice: test items with <= this many training interactions
     hybrid: RunConfig = field(default_factory=RunConfig)  # training config of every hybrid variant
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
+    gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
     liked_task: bool = True  # also the temporal 70/15/15 "liked" classification table
 
 
 def variant_config(name: str, base: RunConfig) -> RunConfig:
     """The hybrid's training config with the branches of ``name`` switched off."""
     m = base.model
-    no_cnn = replace(m.image, use_image=False, use_metadata=False)
+    no_cnn = replace(m.item, use_image=False, use_metadata=False)
     no_cnn_seq = replace(m.sequence, use_content=False)  # without the item encoder there is no content to feed
     no_rnn = replace(m.sequence, use_rnn=False)
     no_ae = replace(m.fusion, use_autoencoder=False)
     changes: dict[str, dict[str, Any]] = {
         "Hybrid": {},
-        "Hybrid w/o CNN": {"image": no_cnn, "sequence": no_cnn_seq},
+        "Hybrid w/o CNN": {"item": no_cnn, "sequence": no_cnn_seq},
         "Hybrid w/o RNN": {"sequence": no_rnn},
         "Hybrid w/o AE": {"fusion": no_ae},
         "CNN-only": {"sequence": no_rnn, "fusion": no_ae},
-        "RNN-only": {"image": no_cnn, "sequence": no_cnn_seq, "fusion": no_ae},
-        "AE-only": {"image": no_cnn, "sequence": replace(no_rnn, use_content=False)},
+        "RNN-only": {"item": no_cnn, "sequence": no_cnn_seq, "fusion": no_ae},
+        "AE-only": {"item": no_cnn, "sequence": replace(no_rnn, use_content=False)},
     }
     if name not in changes:
         raise ValueError(f"unknown hybrid variant {name!r}; known: {list(changes)}")
@@ -152,6 +163,9 @@ def evaluate(
         if name == "SASRec-CE":
             sr = SASRec(replace(cfg.sasrec, seed=seed))
             return sr, lambda: {"epochs": sr.epochs_run, "best_epoch": sr.best_epoch, "history": sr.history}
+        if name == "GRU4Rec-CE":
+            gr = GRU4Rec(replace(cfg.gru4rec, seed=seed))
+            return gr, lambda: {"epochs": gr.epochs_run, "best_epoch": gr.best_epoch, "history": gr.history}
         from hybridrec.training.evaluation.hybrid import HybridScorer
 
         run_cfg = variant_config(name, cfg.hybrid)
