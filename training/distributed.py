@@ -68,8 +68,8 @@ class DistContext:
 def init_from_env() -> DistContext:
     """The context torchrun's environment describes; initializes the default process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistContext()
+    if world <= 1:  # a single process: the GPU when there is one, else the CPU
+        return DistContext(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if torch.cuda.is_available():

@@ -345,6 +345,17 @@ class FusionHead(nn.Module):
         return torch.sigmoid(self.logits(user_embedding, item_embedding)[0])
 
 
+@torch.no_grad()
+def fold_blend(weight: Tensor, bias: Tensor, dim: int, blend: float, scale: float) -> tuple[Tensor, Tensor]:
+    """The fusion layer's (weight [1, F], bias [1]) whose logit is scale * ((1 - blend) * user.item + blend * logit).
+
+    The fusion layer's input ends with item * user (see :class:`FusionHead`), whose sum is the retrieval's dot
+    product: the blend is again one linear layer over [F_cnn; F_rnn; F_ae], so the served graph keeps its form."""
+    dot = torch.zeros_like(weight)
+    dot[..., -dim:] = 1.0
+    return scale * (blend * weight + (1.0 - blend) * dot), scale * blend * bias
+
+
 class HybridModel(nn.Module):
     """The three exported models side by side; a container for joint training and checkpoints, never exported."""
 

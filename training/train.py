@@ -1,25 +1,21 @@
-"""Joint training of the three models on chronological next-item prediction.
+"""A training run of the hybrid: data, split, fitted artifacts, the fit loop on the next-item objective, checkpoints,
+the servable model and its metrics.
 
-Split: per user, chronological leave-one-out (last item = test, second-to-last = validation, the rest = train).
-Objective, per training prefix (every prefix of every user once per epoch):
-* retrieval: full softmax cross-entropy of user . item over the whole vocabulary (what `recommend` retrieves by);
-* reranking: softmax cross-entropy of the fusion head over the target, the retrieval's current hardest unseen
-  negatives and a few uniform ones (what `recommend` reranks);
-* the autoencoder's reconstruction MSE.
-Adam with L2, dropout, Xavier init; early stopping on validation NDCG@10, full ranking of the served pipeline.
-The poster CNN is the dearest part on a CPU, so the catalog's pooled CNN features are cached once per epoch and only
-`live_posters` targets per step run through the CNN with gradients.
+Split: per user, chronological leave-one-out (last item = test, second-to-last = validation, the rest = train), the
+evaluation's own :func:`~hybridrec.training.evaluation.splits.leave_one_out_split`. The objective (retrieval softmax,
+fusion-head rerank, autoencoder reconstruction) is :mod:`hybridrec.training.objectives.next_item`; the loop (Adam
+with L2, gradient clipping, early stopping on validation NDCG@10 of the served pipeline, a wall-time budget) is
+:mod:`hybridrec.training.fit`. ``model.pt`` is the best epoch's model with the served blend of retrieval and rerank
+folded into the fusion layer; ``checkpoint.pt`` the last epoch's state, for ``--resume``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,18 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
 
-from hybridrec import spec
 from hybridrec.data import LAYOUTS, DatasetTooSmallError, MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.dataclass_yaml import from_dict, load_yaml, save_yaml, to_dict
-from hybridrec.preprocessing import Artifacts, ItemCatalog, fit_artifacts
+from hybridrec.preprocessing import Artifacts, fit_artifacts
 from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
-from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
-from hybridrec.training.modules import NEG, HybridModel
+from hybridrec.training.evaluation.splits import leave_one_out_split
+from hybridrec.training.features import ItemTable, item_embeddings, poster_cache
+from hybridrec.training.fit import FitState, fit
+from hybridrec.training.modules import HybridModel, fold_blend
+from hybridrec.training.objectives.next_item import NextItemObjective, full_ranking_metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +42,6 @@ MODEL_FILE = "model.pt"
 CHECKPOINT_FILE = "checkpoint.pt"
 PREV_CHECKPOINT_FILE = "checkpoint.prev.pt"  # the checkpoint before the last one: resume falls back to it
 _CHECKPOINT_KEYS = ("model", "optim", "epoch", "best", "best_epoch", "bad", "history", "torch_rng", "np_rng")
-
-
-@dataclass
-class Split:
-    """Per-user chronological item-index sequences (vocabulary indices, not movieIds)."""
-
-    train: dict[int, np.ndarray]
-    val: dict[int, int]
-    test: dict[int, int]
-
-
-def leave_one_out(histories: dict[int, np.ndarray]) -> tuple[dict[int, np.ndarray], dict[int, int], dict[int, int]]:
-    """movieId histories -> (train prefix, validation movieId, test movieId); users with < 3 items only train."""
-    train, val, test = {}, {}, {}
-    for user, items in histories.items():
-        if len(items) >= 3:
-            train[user], val[user], test[user] = items[:-2], int(items[-2]), int(items[-1])
-        else:
-            train[user] = items
-    return train, val, test
 
 
 def check_trainable(
@@ -96,34 +71,6 @@ def check_trainable(
     return examples
 
 
-class ItemTable:
-    """Model inputs of every vocabulary item, as tensors indexed by item index (rows PAD and UNK are empty)."""
-
-    def __init__(self, data: MovieLensData, artifacts: Artifacts) -> None:
-        catalog = ItemCatalog(data, artifacts)  # the same feature code as export and the client
-        parts = [catalog.empty_features(spec.PAD_ID), catalog.empty_features(spec.UNK_ID)]
-        parts += catalog.iter_features(list(artifacts.item_ids))
-        self.tensors = {
-            t.name: torch.from_numpy(np.concatenate([p[t.name] for p in parts]).astype(t.np_dtype, copy=False))
-            for t in spec.ITEM_INPUTS
-        }
-
-    def gather(self, index: Tensor) -> list[Tensor]:
-        """Flat item tensors in spec order for the given item indices."""
-        return [self.tensors[t.name][index] for t in spec.ITEM_INPUTS]
-
-    def __len__(self) -> int:
-        return int(self.tensors["item_id"].shape[0])
-
-
-def pad_histories(seqs: list[np.ndarray], length: int) -> Tensor:
-    out = np.zeros((len(seqs), length), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        s = s[-length:]
-        out[i, : len(s)] = s
-    return torch.from_numpy(out)
-
-
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -138,173 +85,6 @@ class TrainResult:
     metrics: dict[str, float]
     wall_s: float
     peak_rss_mb: float
-
-
-def poster_cache(model: HybridModel, table: ItemTable, batch: int = 512) -> Tensor | None:
-    """Pooled CNN features [I, C] of every item (no gradients); None when the image branch is off."""
-    enc = model.item_encoder
-    if not enc.cfg.use_image:
-        return None
-    outs = []
-    with torch.no_grad():
-        for start in range(0, len(table), batch):
-            outs.append(enc.poster_features(table.tensors["poster"][start : start + batch]))
-    return torch.cat(outs)
-
-
-def item_embeddings(model: HybridModel, table: ItemTable, pooled: Tensor | None) -> Tensor:
-    """[I, D] embeddings of every vocabulary item from cached (or live-patched) poster features."""
-    t = table.tensors
-    return model.item_encoder.fuse(pooled, t["item_id"], t["meta"], t["people"], t["overview"])
-
-
-def pipeline_scores(
-    model: HybridModel,
-    user: Tensor,
-    items: Tensor,
-    seen: list[np.ndarray],
-    depth: int = spec.RETRIEVAL_DEPTH,
-    reserved: int = spec.FIRST_ID,
-) -> Tensor:
-    """What the `recommend` ensemble ranks by, as one score per item [B, I]: the dot-product retrieval's top `depth`
-    unseen items reranked by the fusion head (scores in (0, 1)), every other item below them in dot-product order.
-
-    Seen items and the `reserved` first rows (PAD/UNK in vocabulary order; 0 for catalog order) are left to the
-    caller's metric to mask; they are excluded from retrieval here, as the served `retrieval` model does."""
-    dot = user @ items.T  # [B, I]
-    masked = dot.clone()
-    masked[:, :reserved] = NEG
-    for r, s in enumerate(seen):
-        if len(s):
-            masked[r, torch.from_numpy(np.asarray(s, dtype=np.int64)).to(masked.device)] = NEG
-    top = masked.topk(min(depth, masked.shape[1]), dim=1).indices  # [B, K]
-    fused = model.fusion_head(user, items[top])  # sigmoid, [B, K]
-    out = dot - dot.max(dim=1, keepdim=True).values - 1.0  # every non-retrieved item below 0
-    return out.scatter(1, top, fused)
-
-
-def full_ranking_metrics(
-    model: HybridModel,
-    items: Tensor,
-    histories: dict[int, np.ndarray],
-    targets: dict[int, int],
-    length: int,
-    k: int = 10,
-    chunk: int = 128,
-) -> dict[str, float]:
-    """NDCG@k / HR@k of each held-out vocabulary item against every vocabulary item, the history masked, for the
-    served pipeline (`pipeline`) and for the dot product alone (`dot`). Targets outside the vocabulary are skipped
-    here; the evaluation command ranks the whole catalog."""
-    users = [u for u in sorted(targets) if targets[u] >= spec.FIRST_ID]
-    out = {"users": float(len(users))}
-    if not users:
-        return out | {"ndcg@10": 0.0, "hr@10": 0.0, "dot_ndcg@10": 0.0, "dot_hr@10": 0.0}
-    model.eval()
-    ranks: dict[str, list[np.ndarray]] = {"": [], "dot_": []}
-    with torch.no_grad():
-        for start in range(0, len(users), chunk):
-            part = users[start : start + chunk]
-            seen = [histories[u] for u in part]
-            user = model.sequence_encoder(pad_histories(seen, length).to(items.device))
-            tgt = [targets[u] for u in part]
-            for name, scores in (("", pipeline_scores(model, user, items, seen)), ("dot_", user @ items.T)):
-                s = scores.cpu().numpy().copy()
-                s[:, : spec.FIRST_ID] = -np.inf  # PAD and UNK are never candidates
-                ranks[name].append(target_ranks(s, tgt, seen))
-    for name, parts in ranks.items():
-        values = ranking_values(np.concatenate(parts), k)
-        out[f"{name}hr@{k}"] = float(values[f"hr@{k}"].mean())
-        out[f"{name}ndcg@{k}"] = float(values[f"ndcg@{k}"].mean())
-    return out
-
-
-def _epoch_examples(
-    train_seq: dict[int, np.ndarray], users: list[int], cap: int | None, rng: np.random.Generator
-) -> list[tuple[int, int]]:
-    """(user, target position) pairs: every training prefix once (or `cap` random ones per user), shuffled."""
-    examples = []
-    for u in users:
-        positions = np.arange(1, len(train_seq[u]))
-        if cap is not None and len(positions) > cap:
-            positions = rng.choice(positions, cap, replace=False)
-        examples += [(u, int(t)) for t in positions]
-    rng.shuffle(examples)
-    return examples
-
-
-class StepLoss(nn.Module):
-    """One training step's loss on a batch of (user, target position) examples, as a module so that
-    DistributedDataParallel can wrap it (its gradient sync hooks need the step to run through a forward call); in a
-    single process it is called directly, without any wrapper."""
-
-    def __init__(self, model: HybridModel, table: ItemTable, train_seq: dict[int, np.ndarray], cfg: RunConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.table, self.train_seq, self.o = table, train_seq, cfg.optim
-        self.hist_len, self.n_items = cfg.data.history_length, len(table)
-        self.use_ae, self.recon_weight = cfg.model.fusion.use_autoencoder, cfg.model.fusion.reconstruction_weight
-        self.dev = table.tensors["item_id"].device  # the CPU, or the rank's GPU under DDP; random draws stay on the CPU
-
-    def forward(self, batch: list[tuple[int, int]], cache: Tensor | None) -> Tensor:
-        o = self.o
-        b = len(batch)
-        seen = [self.train_seq[u][:t] for u, t in batch]
-        hist = pad_histories([s[-self.hist_len :] for s in seen], self.hist_len).to(self.dev)
-        targets = torch.tensor([int(self.train_seq[u][t]) for u, t in batch]).to(self.dev)
-        # Candidate set: every item (full softmax) or the batch's targets plus `softmax_negatives` uniform items
-        # (sampled softmax: uniform sampling needs no logQ correction, and far cheaper steps buy more updates).
-        if o.softmax_negatives is None:
-            cols = torch.arange(self.n_items).to(self.dev)
-        else:
-            negatives = torch.randint(spec.FIRST_ID, self.n_items, (o.softmax_negatives,))
-            cols = torch.unique(torch.cat([targets, negatives.to(self.dev)]))
-        label = torch.searchsorted(cols, targets)  # column of each row's target (cols is sorted and unique)
-        pooled = None if cache is None else cache[cols]
-        if pooled is not None and o.live_posters > 0:
-            # The CNN learns through a few live posters per step; every other item uses this epoch's cache.
-            live = torch.searchsorted(cols, torch.unique(targets))
-            live = live[torch.randperm(len(live))[: o.live_posters].to(self.dev)]
-            live_feat = self.model.item_encoder.poster_features(self.table.tensors["poster"][cols[live]])
-            pooled = pooled.index_put((live,), live_feat)
-        t = self.table.tensors
-        items = self.model.item_encoder.fuse(
-            pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
-        )
-        user = self.model.sequence_encoder(hist)  # [B, D]
-        # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
-        dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
-        retrieval_loss = F.cross_entropy(dot, label)
-        # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
-        # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
-        # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
-        with torch.no_grad():
-            hard_scores = dot.detach().clone()
-            hard_scores[torch.arange(b, device=self.dev), label] = NEG
-            in_set = torch.zeros(self.n_items, dtype=torch.long, device=self.dev)
-            in_set[cols] = torch.arange(len(cols), device=self.dev) + 1
-            for r, (u, _) in enumerate(batch):
-                # none of the user's items, past or future, is a negative: future ones are false negatives that
-                # would teach the reranker to demote exactly what the user watches next
-                pos = in_set[torch.from_numpy(self.train_seq[u]).to(self.dev)]
-                hard_scores[r, pos[pos > 0] - 1] = NEG
-            hard = hard_scores.topk(min(o.hard_negatives, len(cols) - 1), dim=1).indices
-            rnd = torch.randint(0, len(cols), (b, o.random_negatives)).to(self.dev)
-            cand = torch.cat([label.unsqueeze(1), hard, rnd], dim=1)  # [B, 1 + H + R] columns of `items`
-        logits, x, z = self.model.fusion_head.logits(user.detach(), items.detach()[cand])
-        collide = cand == label.unsqueeze(1)
-        collide[:, 0] = False
-        rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), torch.zeros(b, dtype=torch.long, device=self.dev))
-        # The served score is sigma(logit): the pointwise BCE keeps the logits calibrated, so the scores of the top
-        # candidates never saturate at 1.0 in float32 (ties there would make the reranked order arbitrary).
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        keep = ~collide
-        rank_loss = rank_loss + F.binary_cross_entropy_with_logits(logits[keep], labels[keep])
-        loss = retrieval_loss + rank_loss
-        if self.use_ae:
-            recon = F.mse_loss(self.model.fusion_head.decoder(z[:, 0]), x[:, 0].detach())
-            loss = loss + self.recon_weight * recon
-        return loss
 
 
 def train(
@@ -349,7 +129,8 @@ def _train(
         data = load_movielens(resolve_data_dir(cfg.data.path), max_users=cfg.data.max_users)
     elif cfg.data.max_users:
         data = data.subset(cfg.data.max_users)
-    train_ids, val_ids, test_ids = leave_one_out(data.histories())
+    split = leave_one_out_split(data)  # the evaluation's split, row for row: one implementation
+    train_ids, val_ids, test_ids = split.train, split.valid, split.test
     check_trainable(data, train_ids, val_ids, cfg.data.max_users)
     run.mkdir(parents=True, exist_ok=True)
     artifacts = fit_artifacts(
@@ -367,14 +148,15 @@ def _train(
     val = {u: artifacts.item_index(m) for u, m in val_ids.items()}
     test = {u: artifacts.item_index(m) for u, m in test_ids.items()}
     # Validation/test evaluate the model's use at serving time: history = everything before the held-out item.
-    val_hist = train_seq
     test_hist = {u: np.append(train_seq[u], val[u]) for u in test}
 
     table = ItemTable(data, artifacts)
     model = HybridModel(cfg.model, artifacts)
+    if ctx.device.type == "cuda":  # CUDA when present (one GPU per process under torchrun), else the CPU
+        model.to(ctx.device)
+        table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}
     opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-    start_epoch, best, best_epoch, bad_epochs = 0, -1.0, -1, 0
-    history: list[dict[str, float]] = []
+    state = FitState()
     ckpt_path = run / CHECKPOINT_FILE
     # Every rank resumes from the same checkpoint: rank 0 picks it first (it may set a torn one aside), then the rest.
     ckpt = load_checkpoint(run) if resume and ctx.is_main else None
@@ -384,104 +166,40 @@ def _train(
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
-        start_epoch, best, best_epoch, bad_epochs = ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad"]
-        history = ckpt["history"]
+        state = FitState(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad"], ckpt["history"])
         torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["np_rng"])
-        log.info("resumed from %s at epoch %d", ckpt["path"], start_epoch + 1)
+        log.info("resumed from %s at epoch %d", ckpt["path"], state.next_epoch + 1)
 
     hist_len = cfg.data.history_length
-    users = [u for u, s in train_seq.items() if len(s) >= 2]
-    epochs_done = start_epoch
-    step_loss: nn.Module = StepLoss(model, table, train_seq, cfg)
-    batch_size = o.batch_size
-    if ctx.enabled:
-        if ctx.device.type == "cuda":  # one GPU per process; the CPU otherwise, as in a single process
-            model.to(ctx.device)
-            table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}
-        # Ablations leave parameters without gradients, which DDP must then look for after every step.
-        m, f = cfg.model, cfg.model.fusion
-        unused = not (m.item.use_image and m.item.use_metadata and o.live_posters > 0 and f.use_autoencoder)
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        step_loss = DistributedDataParallel(step_loss, device_ids=ids, find_unused_parameters=unused)
-        batch_size = max(1, o.batch_size // ctx.world)  # the global batch stays o.batch_size (when divisible)
-    for epoch in range(start_epoch, o.epochs):
-        rng = np.random.default_rng(o.seed * 1000 + epoch)
-        examples = ctx.shard(_epoch_examples(train_seq, users, cfg.data.targets_per_user, rng))
-        cache = poster_cache(model, table)
-        model.eval()
-        with torch.no_grad():  # this epoch's content features of the history items (see SequenceEncoder)
-            model.sequence_encoder.set_item_content(item_embeddings(model, table, cache))
-        model.train()
-        steps = math.ceil(len(examples) / batch_size)
-        losses = []
-        bar = progress_bar(range(steps), progress and ctx.is_main, f"epoch {epoch + 1}/{o.epochs}")
-        for step in bar:
-            batch = examples[step * batch_size : (step + 1) * batch_size]
-            loss = step_loss(batch, cache)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            losses.append(float(loss.detach()))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        model.eval()
-        mean_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else 0.0)
-        stop = False
-        if ctx.is_main:  # validation, early stopping and checkpoints: rank 0's, its decision broadcast
-            with torch.no_grad():
-                item_emb = item_embeddings(model, table, poster_cache(model, table))
-            metrics = full_ranking_metrics(model, item_emb, val_hist, val, hist_len)
-            row = {
-                "epoch": float(epoch + 1),
-                "loss": mean_loss,
-                "val_hr@10": metrics["hr@10"],
-                "val_ndcg@10": metrics["ndcg@10"],
-                "val_dot_ndcg@10": metrics["dot_ndcg@10"],
-                "elapsed_s": time.time() - t0,
-            }
-            history.append(row)
-            log.info(
-                "epoch %d: loss %.4f val HR@10 %.4f NDCG@10 %.4f (dot %.4f) (%.0fs)",
-                epoch + 1,
-                row["loss"],
-                row["val_hr@10"],
-                row["val_ndcg@10"],
-                row["val_dot_ndcg@10"],
-                row["elapsed_s"],
-            )
-            if on_epoch:
-                on_epoch(row)
-            if metrics["ndcg@10"] > best:
-                best, best_epoch, bad_epochs = metrics["ndcg@10"], epoch + 1, 0
-                save_model(model, run)
-            else:
-                bad_epochs += 1
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optim": opt.state_dict(),
-                    "epoch": epoch,
-                    "best": best,
-                    "best_epoch": best_epoch,
-                    "bad": bad_epochs,
-                    "history": history,
-                    "torch_rng": torch.get_rng_state(),
-                    "np_rng": np.random.get_state(),
-                },
-                ckpt_path,
-                keep_previous=run / PREV_CHECKPOINT_FILE,
-            )
-            if bad_epochs >= o.patience:
-                log.info("early stop: no validation gain for %d epochs", bad_epochs)
-                stop = True
-            elif o.max_minutes is not None and time.time() - t0 > 60 * o.max_minutes:
-                log.info("wall-time budget of %.1f min reached", o.max_minutes)
-                stop = True
-        epochs_done = epoch + 1
-        if ctx.broadcast_flag(stop):
-            break
+
+    def save_best(metrics: dict[str, float]) -> None:
+        save_model(model, run, blend=metrics["blend"], scale=metrics["scale"])
+
+    def checkpoint(st: FitState) -> None:
+        if on_epoch:
+            on_epoch(st.history[-1])
+        atomic_save(
+            {
+                "model": model.state_dict(),
+                "optim": opt.state_dict(),
+                "epoch": st.next_epoch - 1,
+                "best": st.best,
+                "best_epoch": st.best_epoch,
+                "bad": st.bad_epochs,
+                "history": st.history,
+                "torch_rng": torch.get_rng_state(),
+                "np_rng": np.random.get_state(),
+            },
+            ckpt_path,
+            keep_previous=run / PREV_CHECKPOINT_FILE,
+        )
+
+    objective = NextItemObjective(model, table, train_seq, val, cfg, ctx)
+    state = fit(
+        model, objective, opt, o, state=state, ctx=ctx, progress=progress, on_best=save_best, on_epoch=checkpoint
+    )
+    history, best, best_epoch, epochs_done = state.history, state.best, state.best_epoch, state.next_epoch
 
     if ctx.is_main and not (run / MODEL_FILE).exists():  # zero epochs run (e.g. epochs=0): a servable model
         save_model(model, run)
@@ -502,6 +220,8 @@ def _train(
         "test_hr@10_vocab": test_metrics["hr@10"],
         "test_ndcg@10_vocab": test_metrics["ndcg@10"],
         "test_users_vocab": test_metrics["users"],
+        "test_retrieval_ndcg@10_vocab": test_metrics["dot_ndcg@10"],
+        "served_blend": history[best_epoch - 1]["blend"] if 0 < best_epoch <= len(history) else 1.0,
         "wall_s": round(wall, 1),
         "peak_rss_mb": round(peak, 1),
         "peak_rss_scope": peak_scope,
@@ -537,28 +257,6 @@ def peak_rss_mb() -> tuple[float, str]:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "process"
-
-
-def progress_bar(it: range, enabled: bool, desc: str, lines: int = 10) -> Any:
-    """A tqdm bar on a terminal; in a log file (stderr not a TTY) ``lines`` plain lines per pass instead of one line
-    of carriage returns."""
-    if not enabled:
-        return it
-    if not sys.stderr.isatty():
-        return _logged(it, desc, max(1, len(it) // lines))
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is optional
-        return it
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _logged(it: range, desc: str, every: int) -> Any:
-    t0 = time.monotonic()
-    for i, x in enumerate(it, 1):
-        yield x
-        if i % every == 0 or i == len(it):
-            log.info("%s: step %d/%d (%.0f s)", desc, i, len(it), time.monotonic() - t0)
 
 
 def _temp_path(path: Path) -> Path:
@@ -653,10 +351,15 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def save_model(model: HybridModel, run_dir: Path) -> Path:
-    # atomic: never a half-written model behind
+def save_model(model: HybridModel, run_dir: Path, blend: float = 1.0, scale: float = 1.0) -> Path:
+    """The servable model: the served blend of retrieval and rerank folded into the fusion layer (training goes on
+    with the unfolded weights, which the checkpoint keeps). Atomic: never a half-written model behind."""
+    state = dict(model.state_dict())
+    w, b = "fusion_head.fusion.weight", "fusion_head.fusion.bias"
+    state[w], state[b] = fold_blend(state[w], state[b], model.cfg.embedding_dim, blend, scale)
     return atomic_save(
-        {"model_config": to_dict(model.cfg), "state_dict": model.state_dict()}, Path(run_dir) / MODEL_FILE
+        {"model_config": to_dict(model.cfg), "state_dict": state, "served_blend": {"weight": blend, "scale": scale}},
+        Path(run_dir) / MODEL_FILE,
     )
 
 

@@ -41,7 +41,7 @@ def test_evaluate_every_model_then_resume(tmp_path: Path, data_dir: Path, capsys
     assert "| **Hybrid** |" in table and "SASRec-CE" in table and "all-positive F1" in table
     assert (docs.parent / "metrics.png").stat().st_size > 0 and (out / "training_curves.png").exists()
     cached = sorted(p.name for p in (out / "ranks").iterdir())
-    assert len(cached) == 4 + 8  # deterministic baselines once, SASRec and 7 hybrid variants for one seed
+    assert len(cached) == 4 + 9  # deterministic baselines once; SASRec, GRU4Rec and 7 hybrid variants for one seed
 
     # Resume: nothing is refitted, the table is rebuilt from the cached ranks and is the same.
     assert main(args) == 0

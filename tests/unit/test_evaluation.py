@@ -85,16 +85,6 @@ def test_leave_one_out_tie_break_roles_and_determinism() -> None:
     assert (shuffled.valid, shuffled.test) == (split.valid, split.test)
 
 
-def test_leave_one_out_matches_training_split() -> None:
-    from hybridrec.training.train import leave_one_out
-
-    data = dataset(ROWS)
-    train, valid, test = leave_one_out(data.histories())
-    split = leave_one_out_split(data)
-    assert {u: s.tolist() for u, s in train.items()} == {u: s.tolist() for u, s in split.train.items()}
-    assert (valid, test) == (split.valid, split.test)
-
-
 def test_indexed_split_stages_and_item_index() -> None:
     data = dataset(ROWS)
     items = ItemIndex.from_data(data)

@@ -86,3 +86,24 @@ def test_fusion_layer_starts_at_the_retrieval_score_and_ablating_the_autoencoder
     off = FusionHead(FusionHeadConfig(use_autoencoder=False), 16).eval()
     _, _, z = off.logits(user, items)
     assert not z.any()
+
+
+@pytest.mark.parametrize("blend", [0.0, 0.3, 1.0])
+def test_the_served_blend_folds_into_the_fusion_layer(blend: float) -> None:
+    from hybridrec.training.config import FusionHeadConfig
+    from hybridrec.training.modules import FusionHead, fold_blend
+
+    torch.manual_seed(1)
+    user, items = torch.randn(2, 16), torch.randn(2, 7, 16)
+    head = FusionHead(FusionHeadConfig(), 16).eval()
+    with torch.no_grad():  # a trained-looking layer, far from its dot-product start
+        head.fusion.weight.normal_()
+        head.fusion.bias.fill_(0.7)
+    logits = head.logits(user, items)[0]
+    dot = (items @ user.unsqueeze(-1)).squeeze(-1)
+    want = 0.5 * ((1 - blend) * dot + blend * logits)
+    w, b = fold_blend(head.fusion.weight, head.fusion.bias, 16, blend, 0.5)
+    with torch.no_grad():
+        head.fusion.weight.copy_(w)
+        head.fusion.bias.copy_(b)
+    torch.testing.assert_close(head.logits(user, items)[0], want, rtol=1e-5, atol=1e-5)

@@ -3,9 +3,9 @@
 ``HybridScorer.fit`` trains a run (training/train.py, on the very leave-one-out split the baselines use) and
 ``score`` ranks every catalog movie the way the served `recommend` ensemble does: the dot-product retrieval's top 100
 unseen items reranked by the fusion head, every other item below them in retrieval order
-(:func:`hybridrec.training.train.pipeline_scores`). Movies outside the training vocabulary (never rated in training)
-keep their content embedding with the UNK id, as a cold-start movie added with ``hybridrec catalog add`` would, so
-they remain candidates.
+(:func:`hybridrec.training.objectives.next_item.pipeline_scores`). Movies outside the training vocabulary (never
+rated in training) keep their content embedding with the UNK id, as a cold-start movie added with
+``hybridrec catalog add`` would, so they remain candidates.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from hybridrec import spec
 from hybridrec.data import MovieLensData
 from hybridrec.preprocessing import ItemCatalog, encode_history
 from hybridrec.training.config import RunConfig
-from hybridrec.training.train import TrainResult, load_model, pipeline_scores, train
+from hybridrec.training.objectives.next_item import pipeline_scores
+from hybridrec.training.train import TrainResult, load_model, train
 
 
 class HybridScorer:

@@ -4,9 +4,9 @@
     Each user's ratings are ordered by ``(timestamp, movieId)`` (the order of
     :meth:`hybridrec.data.MovieLensData.histories`). For a user with >= 3 ratings the last one is the test item, the
     second-to-last the validation item and the rest the training sequence; a user with fewer than 3 ratings has
-    training items only (and is never evaluated). This is the split ``training/train.py`` trains the hybrid on
-    (:func:`hybridrec.training.train.leave_one_out`), reproduced here row by row so that exports (RecBole) can carry
-    the rating and timestamp of every interaction.
+    training items only (and is never evaluated). ``training/train.py`` trains the hybrid on this same split (one
+    implementation), and it keeps every row's role so that exports (RecBole) carry each interaction's rating and
+    timestamp.
 
     Evaluation stages (:meth:`IndexedSplit.stage`):
 

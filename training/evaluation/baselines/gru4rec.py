@@ -21,13 +21,13 @@ class GRU4RecConfig:
     dim: int = 64  # item embedding width
     hidden: int = 128  # GRU state width
     layers: int = 1
-    max_len: int = 50
+    max_len: int = 200  # the same windows as SASRec-CE
     dropout: float = 0.3  # on the input embeddings and the GRU output
     lr: float = 1e-3
     weight_decay: float = 0.0  # Adam's L2 term
-    batch_size: int = 16  # windows of <= max_len positions per step
+    batch_size: int = 4  # windows of <= max_len positions per step (as SASRec-CE)
     epochs: int = 200  # upper bound; early stopping ends training first
-    patience: int = 10  # epochs without a validation NDCG@10 gain before stopping (needs `valid`)
+    patience: int = 8  # epochs without a validation NDCG@10 gain before stopping (needs `valid`)
     max_seconds: float | None = None  # wall-time budget: stop after the epoch that crosses it
     threads: int | None = None  # torch intra-op threads during fit/score (None: leave torch's setting)
     seed: int = 0

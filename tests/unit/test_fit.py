@@ -1,0 +1,65 @@
+"""The one fit loop (training/fit.py) with a tiny objective: steps, early stopping, budget, hooks and resume."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from hybridrec.training.config import OptimConfig
+from hybridrec.training.fit import FitState, fit
+
+pytestmark = pytest.mark.unit
+
+
+class Scripted:
+    """Fits y = 3x; validation returns the scripted scores, one per epoch."""
+
+    def __init__(self, model: nn.Module, scores: Sequence[float]) -> None:
+        self.model, self.scores, self.epochs, self.steps = model, list(scores), 0, 0
+        self.x = torch.linspace(-1, 1, 32).unsqueeze(1)
+
+    def batches(self, epoch: int) -> Sequence[Tensor]:
+        self.epochs += 1
+        return [self.x[:16], self.x[16:]]
+
+    def loss(self, batch: Tensor) -> Tensor:
+        self.steps += 1
+        return ((self.model(batch) - 3 * batch) ** 2).mean()
+
+    def validate(self) -> dict[str, float]:
+        assert not self.model.training and not torch.is_grad_enabled()
+        return {"score": self.scores[self.epochs - 1]}
+
+
+def test_fit_steps_every_batch_and_stops_after_patience() -> None:
+    model = nn.Linear(1, 1)
+    objective = Scripted(model, [0.1, 0.3, 0.2, 0.25, 0.9])
+    best: list[float] = []
+    epochs: list[int] = []
+    o = OptimConfig(lr=0.1, epochs=5, patience=2)
+    state = fit(
+        model,
+        objective,
+        torch.optim.Adam(model.parameters(), lr=0.1),
+        o,
+        on_best=lambda m: best.append(m["score"]),
+        on_epoch=lambda s: epochs.append(s.next_epoch),
+    )
+    assert objective.steps == 8 and epochs == [1, 2, 3, 4]  # epoch 5 never ran: two epochs without a gain
+    assert (state.best, state.best_epoch, state.stopped) == (0.3, 2, "patience") and best == [0.1, 0.3]
+    assert [row["epoch"] for row in state.history] == [1.0, 2.0, 3.0, 4.0]
+    assert state.history[-1]["loss"] < state.history[0]["loss"]  # it did learn
+
+
+def test_fit_resumes_from_a_state_and_honours_the_time_budget() -> None:
+    model = nn.Linear(1, 1)
+    objective = Scripted(model, [0.5, 0.6, 0.7])
+    start = FitState(next_epoch=1, best=0.4, best_epoch=1, history=[{"epoch": 1.0, "elapsed_s": 0.0}])
+    o = replace(OptimConfig(), epochs=3, patience=5, max_minutes=0.0)  # every epoch crosses a zero budget
+    state = fit(model, objective, torch.optim.SGD(model.parameters(), lr=0.01), o, state=start)
+    assert objective.epochs == 1 and state.next_epoch == 2 and state.stopped == "budget"
+    assert state.best == 0.5 and state.best_epoch == 2 and len(state.history) == 2

@@ -1,0 +1,142 @@
+"""The one fit loop: epochs of optimiser steps over an objective's batches, then validation, early stopping on the
+objective's validation score, a wall-time budget, logging and per-epoch hooks (checkpoints, the best model).
+
+An :class:`Objective` says what an epoch's batches are, what a batch's loss is and how validation scores; the next-item
+ranking (training/train.py) and the liked classification (training/evaluation/classification.py) are two objectives
+of the same loop. Under torchrun every rank runs the steps of its shard; rank 0 alone validates and decides to stop
+(training/distributed.py). The device is the context's: CUDA when present, else the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hybridrec.training import distributed
+from hybridrec.training.config import OptimConfig
+
+log = logging.getLogger(__name__)
+
+GRAD_CLIP = 5.0  # max gradient norm of every step
+
+
+class Objective(Protocol):
+    def batches(self, epoch: int) -> Sequence[Any]:
+        """This epoch's batches, in order (this rank's shard); also refreshes per-epoch caches."""
+        ...
+
+    def loss(self, batch: Any) -> Tensor:
+        """The scalar training loss of one batch (the model in train mode)."""
+        ...
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (the model in eval mode, no gradients); ``score`` is the one early stopping maximises."""
+        ...
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: what a checkpoint holds besides the weights, and what a resumed fit starts from."""
+
+    next_epoch: int = 0
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = ""  # why the loop ended early ("patience", "budget"), empty when it ran every epoch
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    o: OptimConfig,
+    *,
+    state: FitState | None = None,
+    ctx: distributed.DistContext | None = None,
+    name: str = "",
+    progress: bool = False,
+    on_best: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[FitState], None] | None = None,
+) -> FitState:
+    """Train ``model`` on ``objective`` for ``o.epochs`` epochs (from ``state.next_epoch``) with early stopping after
+    ``o.patience`` epochs without a better validation ``score`` and after the epoch that crosses ``o.max_minutes``.
+
+    ``on_best(metrics)`` runs on rank 0 when an epoch improves the score (e.g. to save the model), ``on_epoch(state)``
+    on rank 0 after every epoch (e.g. to write a checkpoint). ``progress``: a bar on a terminal, ten lines per epoch
+    in a log file; every epoch logs one line of its validation metrics."""
+    ctx = ctx or distributed.DistContext()
+    state = state or FitState()
+    t0 = time.time() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
+    prefix = f"{name} " if name else ""
+    for epoch in range(state.next_epoch, o.epochs):
+        batches = objective.batches(epoch)
+        model.train()
+        losses: list[float] = []
+        desc = f"{prefix}epoch {epoch + 1}/{o.epochs}"
+        for step in progress_bar(range(len(batches)), progress and ctx.is_main, desc):
+            loss = objective.loss(batches[step])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            opt.step()
+            losses.append(float(loss.detach()))
+        model.eval()
+        mean_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else 0.0)
+        state.next_epoch = epoch + 1
+        stop = False
+        if ctx.is_main:  # validation, early stopping and the hooks are rank 0's; its decision is broadcast
+            with torch.no_grad():
+                metrics = objective.validate()
+            row = {"epoch": float(epoch + 1), "loss": mean_loss, **metrics, "elapsed_s": time.time() - t0}
+            state.history.append(row)
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            log.info("%sepoch %d: loss %.4f, %s (%.0fs)", prefix, epoch + 1, mean_loss, shown, row["elapsed_s"])
+            if metrics["score"] > state.best:
+                state.best, state.best_epoch, state.bad_epochs = metrics["score"], epoch + 1, 0
+                if on_best:
+                    on_best(metrics)
+            else:
+                state.bad_epochs += 1
+            if state.bad_epochs >= o.patience:
+                log.info("%searly stop: no validation gain for %d epochs", prefix, state.bad_epochs)
+                state.stopped, stop = "patience", True
+            elif o.max_minutes is not None and time.time() - t0 > 60 * o.max_minutes:
+                log.info("%swall-time budget of %.1f min reached", prefix, o.max_minutes)
+                state.stopped, stop = "budget", True
+            if on_epoch:
+                on_epoch(state)
+        if ctx.broadcast_flag(stop):
+            break
+    return state
+
+
+def progress_bar(it: range, enabled: bool, desc: str, lines: int = 10) -> Any:
+    """A tqdm bar on a terminal; in a log file (stderr not a TTY) ``lines`` plain lines per pass instead of one line
+    of carriage returns; nothing when not ``enabled``."""
+    if not enabled:
+        return it
+    if not sys.stderr.isatty():
+        return _logged(it, desc, max(1, len(it) // lines))
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is optional
+        return it
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _logged(it: range, desc: str, every: int) -> Any:
+    t0 = time.monotonic()
+    for i, x in enumerate(it, 1):
+        yield x
+        if i % every == 0 or i == len(it):
+            log.info("%s: step %d/%d (%.0f s)", desc, i, len(it), time.monotonic() - t0)
