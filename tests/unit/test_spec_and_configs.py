@@ -81,3 +81,14 @@ def test_unknown_or_mistyped_config_keys_are_errors() -> None:
         from_dict(RunConfig, {"optim": {"epochz": 3}})
     with pytest.raises(ConfigError, match=r"optim.lr"):
         from_dict(RunConfig, {"optim": {"lr": "fast"}})
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("preset", ["demo", "ci", "full"])
+def test_every_training_preset_loads(preset: str) -> None:
+    from hybridrec.cli import PRESETS
+
+    cfg = load_yaml(RunConfig, PRESETS / f"{preset}.yaml")
+    assert cfg.optim.epochs >= 1 and (cfg.optim.max_minutes is None or cfg.optim.max_minutes > 0)
+    if preset == "full":  # every prefix, the whole catalog in the softmax
+        assert cfg.data.targets_per_user is None and cfg.optim.softmax_negatives is None

@@ -37,7 +37,7 @@ class ItemKNN:
     def __init__(
         self,
         k: int | None = None,
-        grid: Sequence[int] = (5, 10, 20, 50, 100, 200, 500, 1000),
+        grid: Sequence[int] = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500),
         block: int = 1024,
         shrink: float | None = None,
         shrink_grid: Sequence[float] = (0.0, 10.0, 50.0, 100.0),
