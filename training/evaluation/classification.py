@@ -47,9 +47,9 @@ from hybridrec.training.modules import HybridModel
 from hybridrec.training.objectives.liked import (
     HybridInputs,
     LikedObjective,
-    _all_item_embeddings,
-    _eval_scores,
+    all_item_embeddings,
     check_split,
+    eval_scores,
     prepare_hybrid_inputs,
 )
 from hybridrec.training.train import set_seed
@@ -219,14 +219,14 @@ def train_hybrid_liked(
         history = state.history
         model.eval()
         if not best:  # no epoch ran (epochs = 0): score the initial weights
-            all_items = _all_item_embeddings(model, inputs, poster_cache(model, inputs.table))
-            valid_scores = _eval_scores(
+            all_items = all_item_embeddings(model, inputs, poster_cache(model, inputs.table))
+            valid_scores = eval_scores(
                 model, inputs, all_items, inputs.valid_hist, inputs.valid_user, inputs.valid_item
             )
         else:  # the best epoch's own item embeddings and validation scores: eval mode is deterministic
             weights, all_items, valid_scores = best
             model.load_state_dict(weights)
-        test_scores = _eval_scores(model, inputs, all_items, inputs.test_hist, inputs.test_user, inputs.test_item)
+        test_scores = eval_scores(model, inputs, all_items, inputs.test_hist, inputs.test_user, inputs.test_item)
         best_auc = state.best
         best_epoch = state.best_epoch
     info: dict[str, Any] = {

@@ -158,7 +158,7 @@ def prepare_hybrid_inputs(data: MovieLensData, split: TemporalSplit, history_len
     )
 
 
-def _all_item_embeddings(model: HybridModel, inputs: HybridInputs, cache: Tensor | None) -> Tensor:
+def all_item_embeddings(model: HybridModel, inputs: HybridInputs, cache: Tensor | None) -> Tensor:
     """[vocab + cold, D] embeddings (no gradients); ``cache`` = the vocabulary's current poster features."""
     with torch.no_grad():
         vocab = item_embeddings(model, inputs.table, cache)
@@ -168,7 +168,7 @@ def _all_item_embeddings(model: HybridModel, inputs: HybridInputs, cache: Tensor
         return torch.cat([vocab, cold])
 
 
-def _eval_scores(
+def eval_scores(
     model: HybridModel,
     inputs: HybridInputs,
     items: Tensor,
@@ -245,7 +245,7 @@ class LikedObjective:
     def validate(self) -> dict[str, float]:
         inputs = self.inputs
         self.cache = poster_cache(self.model, inputs.table)  # also the next epoch's training cache: same weights
-        all_items = _all_item_embeddings(self.model, inputs, self.cache)
-        scores = _eval_scores(self.model, inputs, all_items, inputs.valid_hist, inputs.valid_user, inputs.valid_item)
+        all_items = all_item_embeddings(self.model, inputs, self.cache)
+        scores = eval_scores(self.model, inputs, all_items, inputs.valid_hist, inputs.valid_user, inputs.valid_item)
         self.last = (all_items, scores)
         return {"score": auc(scores, inputs.valid_label), "valid_auc": auc(scores, inputs.valid_label)}
