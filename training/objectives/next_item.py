@@ -233,6 +233,7 @@ class NextItemObjective:
         self.step_loss: nn.Module = StepLoss(model, table, train_seq, cfg)
         self.batch_size = cfg.optim.batch_size
         self.cache: Tensor | None = None
+        self.validated: tuple[Tensor | None, Tensor] | None = None  # features computed by the last validation
         if ctx.enabled:
             o, m, f = cfg.optim, cfg.model, cfg.model.fusion
             # Ablations leave parameters without gradients, which DDP must then look for after every step.
@@ -248,17 +249,25 @@ class NextItemObjective:
         examples = self.ctx.shard(epoch_examples(self.train_seq, self.users, self.cfg.data.targets_per_user, rng))
         self.model.eval()
         with torch.no_grad():
-            self.cache = poster_cache(self.model, self.table)
+            # the last validation's features when it ran (same weights, eval mode): no second pass over the posters
+            self.cache, items = self.validated or self._item_features()
+            self.validated = None
             # this epoch's content features of the history items (see SequenceEncoder)
-            self.model.sequence_encoder.set_item_content(item_embeddings(self.model, self.table, self.cache))
+            self.model.sequence_encoder.set_item_content(items)
         b = self.batch_size
         return [examples[i : i + b] for i in range(0, len(examples), b)]
 
     def loss(self, batch: list[tuple[int, int]]) -> Tensor:
         return self.step_loss(batch, self.cache)
 
+    def _item_features(self) -> tuple[Tensor | None, Tensor]:
+        """(pooled poster features, item embeddings [I, D]) of the whole vocabulary under the current weights."""
+        cache = poster_cache(self.model, self.table)
+        return cache, item_embeddings(self.model, self.table, cache)
+
     def validate(self) -> dict[str, float]:
-        items = item_embeddings(self.model, self.table, poster_cache(self.model, self.table))
+        self.validated = self._item_features()
+        items = self.validated[1]
         m = full_ranking_metrics(
             self.model, items, self.train_seq, self.val, self.cfg.data.history_length, blends=BLENDS
         )
