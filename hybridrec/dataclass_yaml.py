@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -40,6 +41,9 @@ def from_dict(cls: type[T], raw: dict[str, Any] | None, where: str = "") -> T:
     return cls(**kwargs)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _check_scalar(kind: Any, value: Any, path: str) -> Any:
     allowed = (
         typing.get_args(kind)
@@ -51,6 +55,8 @@ def _check_scalar(kind: Any, value: Any, path: str) -> Any:
     for a in allowed:
         if a is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if a is float and isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads "3e-3" (no dot) as a string
         if (
             isinstance(a, type)
             and a is not type(None)

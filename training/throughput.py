@@ -35,6 +35,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full softmax, batch 128": {"softmax_negatives": None, "batch_size": 128},
     "full softmax, batch 256": {"softmax_negatives": None, "batch_size": 256},
     "full softmax, batch 512": {"softmax_negatives": None, "batch_size": 512},
+    "full softmax, batch 512, rerank 128 rows": {"softmax_negatives": None, "batch_size": 512, "rerank_rows": 128},
+    "full softmax, batch 512, rerank 64 rows": {"softmax_negatives": None, "batch_size": 512, "rerank_rows": 64},
 }
 
 
@@ -87,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per variant (the median step counts)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--out", default="runs/throughput", help="folder for results.json")
+    p.add_argument("--only", help="comma-separated substrings: measure the variants whose name contains one")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_movielens(resolve_data_dir(args.data))
     base = RunConfig()
     results: dict[str, dict[str, float]] = {}
+    wanted = [w.strip() for w in (args.only or "").split(",") if w.strip()]
     for name, changes in VARIANTS.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
         cfg = replace(base, optim=replace(base.optim, **changes))
         results[name] = measure(cfg, data, args.steps)
         r = results[name]

@@ -90,3 +90,56 @@ def test_evaluate_on_a_movielens_1m_layout_without_posters_or_overviews(tmp_path
     assert metrics["dataset"]["layout"] == "ml-1m" and metrics["dataset"]["users_evaluated"] == 24
     assert 0.0 <= metrics["models"]["Hybrid"]["ndcg@10"][0] <= 1.0
     assert "Hybrid" in metrics["liked"]["models"]
+
+
+def _synthetic_1m(root: Path) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    root.mkdir()
+    (root / "movies.dat").write_text(
+        "".join(f"{m}::Movie {m} ({1980 + m})::{'Drama' if m % 2 else 'Comedy'}\n" for m in range(1, 31)),
+        encoding="latin-1",
+    )
+    rows = [
+        f"{u}::{m}::{int(rng.integers(1, 6))}::{1_000_000 + 1000 * u + k}\n"
+        for u in range(1, 21)
+        for k, m in enumerate(rng.choice(np.arange(1, 31), size=10, replace=False))
+    ]
+    (root / "ratings.dat").write_text("".join(rows))
+    return root
+
+
+def test_evaluate_in_two_processes_then_refits_only_what_a_config_change_touches(tmp_path: Path) -> None:
+    """workers=2 fits in spawned processes and caches the same results; a changed hybrid config refits the hybrid
+    alone (the cache's fingerprint), while the baselines' caches are reused untouched."""
+    from hybridrec.data import load_movielens
+    from hybridrec.training.evaluation.run import evaluate
+
+    data = load_movielens(_synthetic_1m(tmp_path / "ml-1m"))
+    overrides = {"models": ["Popularity", "EASE", "Hybrid"], "seeds": [0, 1], "liked_task": False, "workers": 2}
+    cfg = load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", overrides)
+    out = tmp_path / "eval"
+    first = evaluate(data, cfg, out)
+    ranks = out / "ranks"
+    assert sorted(p.name for p in ranks.iterdir()) == [
+        "ease-s0.npz",
+        "hybrid-s0.npz",
+        "hybrid-s1.npz",
+        "popularity-s0.npz",
+    ]
+    assert first["models"]["Hybrid"]["seeds"] == [0, 1]
+    stamps = {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()}
+
+    # In this process, the same config: everything comes from the cache.
+    again = evaluate(data, load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {**overrides, "workers": 1}), out)
+    assert again["models"] == first["models"]
+    assert {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()} == stamps
+
+    changed = load_yaml(
+        EvaluateConfig, PRESETS / "evaluate-ci.yaml", {**overrides, "workers": 1, "hybrid.optim.lr": "2e-3"}
+    )
+    evaluate(data, changed, out)
+    now = {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()}
+    assert now["popularity-s0.npz"] == stamps["popularity-s0.npz"] and now["ease-s0.npz"] == stamps["ease-s0.npz"]
+    assert now["hybrid-s0.npz"] != stamps["hybrid-s0.npz"] and now["hybrid-s1.npz"] != stamps["hybrid-s1.npz"]

@@ -420,3 +420,54 @@ def test_recbole_round_trip(tmp_path: Path) -> None:
         ("2", "10", "20"),
     ]
     assert seq["valid"][0]["item_id_list"] == "10 20"
+
+
+def test_report_goals_are_judged_from_the_numbers() -> None:
+    """Each of issue 11's goals reads met / not met from the metrics alone, with the numbers it used."""
+    from hybridrec.training.evaluation.report import goals
+
+    def row(ndcg: float, hr: float, cold_hr: float = 0.0, seeds: tuple = (0, 1, 2), info: list | None = None) -> dict:
+        return {
+            "seeds": list(seeds),
+            "ndcg@10": (ndcg, 0.0),
+            "hr@10": (hr, 0.0),
+            "cold_hr@10": (cold_hr, 0.0),
+            "info": info or [{} for _ in seeds],
+        }
+
+    kept = [
+        {"best_epoch": 2, "history": [{"epoch": 1}, {"epoch": 2, "val_ndcg@10": 0.06, "val_dot_ndcg@10": r}]}
+        for r in (0.05, 0.06, 0.07)
+    ]
+    metrics = {
+        "models": {
+            "Hybrid": row(0.07, 0.13, cold_hr=0.06, info=kept),
+            "SASRec-CE": row(0.06, 0.12),
+            "Hybrid w/o CNN": row(0.05, 0.1),
+        },
+        "tests": {
+            "vs_best_baseline": {
+                "baseline": "SASRec-CE",
+                "mean_diff": 0.01,
+                "n": 610,
+                "t_pvalue": 0.01,
+                "wilcoxon_pvalue": 0.02,
+            },
+            "hybrid_vs_hybrid-w-o-cnn": {
+                "baseline": "Hybrid w/o CNN",
+                "mean_diff": 0.02,
+                "n": 610,
+                "t_pvalue": 0.2,
+                "wilcoxon_pvalue": 0.3,
+            },
+        },
+        "liked": {"models": {"Hybrid": {"mean": {"auc": 0.65}}, "User+item bias": {"mean": {"auc": 0.64}}}},
+    }
+    text = "\n".join(goals(metrics))
+    assert "NDCG@10 >= 0.065 and HR@10 >= 0.12 (mean of 3 seeds): **met**" in text
+    assert "above every baseline with p < 0.05: **met**" in text
+    assert "Cold slice HR@10 >= 0.05: **met**" in text
+    # seed 2's retrieval (0.07) beat its served pipeline (0.06)
+    assert "every seed: **not met**" in text and "seed 2: 0.0600 vs 0.0700" in text
+    assert "Hybrid w/o CNN costs NDCG@10 with p < 0.05: **no, it does not**" in text
+    assert "AUC above the user+item bias baseline's: **met** (0.6500 vs 0.6400)" in text

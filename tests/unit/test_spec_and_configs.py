@@ -81,6 +81,8 @@ def test_unknown_or_mistyped_config_keys_are_errors() -> None:
         from_dict(RunConfig, {"optim": {"epochz": 3}})
     with pytest.raises(ConfigError, match=r"optim.lr"):
         from_dict(RunConfig, {"optim": {"lr": "fast"}})
+    # YAML 1.1 reads 3e-3 (no dot) as a string: a float field takes it as the number it spells
+    assert from_dict(RunConfig, {"optim": {"lr": "3e-3", "weight_decay": "1E-6"}}).optim.lr == pytest.approx(3e-3)
 
 
 @pytest.mark.unit

@@ -199,3 +199,16 @@ def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytes
     assert rc != 0
     assert err[-1].startswith("error: ") and "no ratings to train on" in err[-1]
     assert not any("Traceback" in line for line in err)
+
+
+def test_the_fusion_head_trains_on_a_row_subset(tmp_path: Path, data_dir: Path) -> None:
+    """rerank_rows below the batch size: every step still has a finite loss and the run writes its model."""
+    import json
+    import math
+
+    cfg = tiny_config(tmp_path, epochs=2, **{"optim.batch_size": 8, "optim.rerank_rows": 3})
+    assert cfg.optim.rerank_rows == 3
+    result = run_train(cfg, tmp_path / "run", data_dir)
+    history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert (result.run_dir / "model.pt").exists()

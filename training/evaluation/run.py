@@ -10,19 +10,26 @@ Models (next-item task, full ranking, seen items masked; see :mod:`.splits` and 
   ``w/o RNN`` (history pooled without recurrence) and ``w/o AE`` (F_ae = 0, no reconstruction); and the single-branch
   models, each the hybrid with the two other branches removed: ``CNN-only``, ``RNN-only``, ``AE-only``.
 
-Every (model, seed) result is cached in ``OUT/ranks/`` as per-user ranks, so an interrupted evaluation resumes where
-it stopped and the table can be rebuilt without refitting. Hyper-parameters are chosen on validation only; the test
-split is read once per fitted model.
+Every (model, seed) result is cached in ``OUT/ranks/`` as per-user ranks with a fingerprint of what produced it (the
+model's config, seed and data), so an interrupted evaluation resumes where it stopped, a changed config refits only
+what it changes, and the table can be rebuilt without refitting. With ``workers > 1`` the fits run in that many
+processes at one torch/BLAS thread each: on 2 cores two single-threaded fits finish sooner than one after the other
+at two threads each (small models scale poorly across threads). Hyper-parameters are chosen on validation only; the
+test split is read once per fitted model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import multiprocessing
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +73,8 @@ class EvaluateConfig:
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
     liked_task: bool = True  # also the temporal 70/15/15 "liked" classification table
+    liked_max_minutes: float | None = None  # the liked task's wall-time guard per seed (None: the hybrid's own)
+    workers: int = 1  # (model, seed) fits in parallel processes, one thread each (1: in this process)
 
 
 def variant_config(name: str, base: RunConfig) -> RunConfig:
@@ -102,10 +111,12 @@ class SeedResult:
     info: dict[str, Any]
 
 
-def _save(path: Path, r: SeedResult) -> None:
+def _save(path: Path, r: SeedResult, fingerprint: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    meta = json.dumps({"seed": r.seed, "valid_ndcg": r.valid_ndcg, "fit_s": r.fit_s, "info": r.info})
+    meta = json.dumps(
+        {"seed": r.seed, "valid_ndcg": r.valid_ndcg, "fit_s": r.fit_s, "info": r.info, "fingerprint": fingerprint}
+    )
     np.savez(tmp, users=r.test.users, ranks=r.test.ranks, meta=np.array(meta))
     tmp.replace(path)  # a half-written cache never counts as done
 
@@ -116,6 +127,183 @@ def _load(path: Path) -> SeedResult:
     return SeedResult(
         meta["seed"], RankingResult(z["users"], z["ranks"]), meta["valid_ndcg"], meta["fit_s"], meta["info"]
     )
+
+
+def _cached_fingerprint(path: Path) -> str | None:
+    try:
+        with np.load(path) as z:
+            return str(json.loads(str(z["meta"])).get("fingerprint", ""))
+    except Exception:  # unreadable: refit
+        return None
+
+
+def fingerprint(name: str, seed: int, cfg: EvaluateConfig, data: MovieLensData) -> str:
+    """What a (model, seed) result depends on: the model's own config (the hybrid variant's full run config, with
+    its seed; not its thread count), the evaluated users and the data's size. A cache whose fingerprint differs is
+    refitted."""
+    own: Any = {}
+    if name == "SASRec-CE":
+        own = to_dict(replace(cfg.sasrec, threads=None))
+    elif name == "GRU4Rec-CE":
+        own = to_dict(replace(cfg.gru4rec, threads=None))
+    elif name in HYBRIDS:
+        run_cfg = _hybrid_run_config(name, seed, cfg)
+        own = to_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None)))
+    payload = {
+        "model": name,
+        "seed": None if name in DETERMINISTIC else seed,
+        "config": own,
+        "max_users": cfg.max_users,
+        "data": [data.layout, len(data.movies), len(data.ratings.user_ids)],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _hybrid_run_config(name: str, seed: int, cfg: EvaluateConfig) -> RunConfig:
+    run_cfg = variant_config(name, cfg.hybrid)
+    optim = replace(run_cfg.optim, seed=seed, threads=1 if cfg.workers > 1 else run_cfg.optim.threads)
+    return replace(run_cfg, optim=optim, data=replace(run_cfg.data, max_users=None))
+
+
+@dataclass
+class _Context:
+    """The split and its indexed stages, built once per process."""
+
+    data: MovieLensData
+    cfg: EvaluateConfig
+    out: Path
+
+    def __post_init__(self) -> None:
+        split = leave_one_out_split(self.data)
+        items = ItemIndex.from_data(self.data)
+        self.ix = split.indexed(items)
+        self.valid = self.ix.stage("valid")
+        self.test = self.ix.stage("test")
+        self.movies = items.movies(self.data)
+
+
+_WORKER: _Context | None = None
+
+
+def _init_worker(data: MovieLensData, cfg: EvaluateConfig, out: Path, level: int) -> None:
+    global _WORKER
+    import torch
+
+    torch.set_num_threads(1)
+    logging.basicConfig(level=level, format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s")
+    _WORKER = _Context(data, cfg, out)
+
+
+def _fit_in_worker(name: str, seed: int, fp: str) -> str:
+    assert _WORKER is not None, "worker not initialised"
+    fit_and_cache(_WORKER, name, seed, fp)
+    return name
+
+
+def fit_and_cache(ctx: _Context, name: str, seed: int, fp: str) -> SeedResult:
+    """Fit one (model, seed), score validation and test, cache the test ranks in ``ranks/``."""
+    log.info("fitting %s (seed %d)", name, seed)
+    scorer, info = _make(ctx, name, seed)
+    t = time.time()
+    scorer.fit(ctx.ix.train, ctx.ix.num_items, valid=ctx.ix.valid, movies=ctx.movies)
+    fit_s = time.time() - t
+    valid = evaluate_ranking(scorer.score, *ctx.valid).summary()["ndcg@10"]
+    test = evaluate_ranking(scorer.score, *ctx.test)
+    r = SeedResult(None if name in DETERMINISTIC else seed, test, valid, fit_s, info())
+    _save(_cache_path(ctx.out, name, seed), r, fp)
+    log.info("%s seed %d: valid NDCG@10 %.4f test %s (%.0fs)", name, seed, valid, test.summary(), fit_s)
+    return r
+
+
+def _cache_path(out: Path, name: str, seed: int) -> Path:
+    return out / "ranks" / f"{slug(name)}-s{seed}.npz"
+
+
+def _make(ctx: _Context, name: str, seed: int) -> tuple[Any, Callable[[], dict[str, Any]]]:
+    cfg = ctx.cfg
+    if name == "Popularity":
+        return Popularity(), dict
+    if name == "Item-kNN":
+        s = ItemKNN()
+        return s, lambda: {"k": s.k}
+    if name == "EASE":
+        e = EASE()
+        return e, lambda: {"lambda": e.lam}
+    if name == "Content TF-IDF":
+        return ContentTFIDF(), dict
+    if name == "SASRec-CE":
+        sr = SASRec(replace(cfg.sasrec, seed=seed))
+        return sr, lambda: {"epochs": sr.epochs_run, "best_epoch": sr.best_epoch, "history": sr.history}
+    if name == "GRU4Rec-CE":
+        gr = GRU4Rec(replace(cfg.gru4rec, seed=seed))
+        return gr, lambda: {"epochs": gr.epochs_run, "best_epoch": gr.best_epoch, "history": gr.history}
+    from hybridrec.training.evaluation.hybrid import HybridScorer
+
+    hs = HybridScorer(_hybrid_run_config(name, seed, cfg), ctx.out / "runs" / f"{slug(name)}-s{seed}", ctx.data, name)
+
+    def info() -> dict[str, Any]:
+        r = hs.result
+        metrics = json.loads((hs.run_dir / "metrics.json").read_text())
+        return {
+            "epochs": metrics["epochs_run"],
+            "best_epoch": metrics["best_epoch"],
+            "wall_s": metrics["wall_s"],
+            "peak_rss_mb": metrics["peak_rss_mb"],
+            "peak_rss_scope": metrics.get("peak_rss_scope", "process"),
+            "history": metrics["history"],
+            "run_dir": str(r.run_dir if r else hs.run_dir),
+        }
+
+    return hs, info
+
+
+def _liked_config(cfg: EvaluateConfig) -> RunConfig:
+    run_cfg = cfg.hybrid
+    optim = run_cfg.optim
+    if cfg.liked_max_minutes is not None:
+        optim = replace(optim, max_minutes=cfg.liked_max_minutes)
+    if cfg.workers > 1:
+        optim = replace(optim, threads=1)
+    return replace(run_cfg, optim=optim)
+
+
+def _liked_fingerprint(cfg: EvaluateConfig, data: MovieLensData) -> str:
+    run_cfg = _liked_config(cfg)
+    payload = {
+        "config": to_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None))),
+        "seeds": list(cfg.seeds),
+        "max_users": cfg.max_users,
+        "data": [data.layout, len(data.movies), len(data.ratings.user_ids)],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _liked(data: MovieLensData, cfg: EvaluateConfig) -> dict[str, Any]:
+    from hybridrec.training.evaluation.classification import liked_task
+
+    return liked_task(data, _liked_config(cfg), cfg.seeds)
+
+
+def _liked_in_worker() -> dict[str, Any]:
+    assert _WORKER is not None, "worker not initialised"
+    return _liked(_WORKER.data, _WORKER.cfg)
+
+
+class _OneThreadEnv:
+    """BLAS/OpenMP thread counts of 1 in the environment the worker processes start with (read at their import)."""
+
+    KEYS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.KEYS}
+        os.environ.update(dict.fromkeys(self.KEYS, "1"))
+
+    def __exit__(self, *exc: object) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def evaluate(
@@ -140,93 +328,81 @@ def evaluate(
     if cfg.max_users:
         data = data.subset(cfg.max_users)
     t0 = time.time()
-    split = leave_one_out_split(data)
-    items = ItemIndex.from_data(data)
-    ix = split.indexed(items)
-    n = ix.num_items
-    valid_users, valid_hist, valid_tgt = ix.stage("valid")
-    test_users, test_hist, test_tgt = ix.stage("test")
-    cold = cold_item_users(ix.train, ix.test, n, cfg.cold_threshold)
-    movies = items.movies(data)
+    ctx = _Context(data, cfg, out)
+    test_users = ctx.test[0]
+    cold = cold_item_users(ctx.ix.train, ctx.ix.test, ctx.ix.num_items, cfg.cold_threshold)
 
-    def make(name: str, seed: int) -> tuple[Any, Callable[[], dict[str, Any]]]:
-        if name == "Popularity":
-            return Popularity(), dict
-        if name == "Item-kNN":
-            s = ItemKNN()
-            return s, lambda: {"k": s.k}
-        if name == "EASE":
-            e = EASE()
-            return e, lambda: {"lambda": e.lam}
-        if name == "Content TF-IDF":
-            return ContentTFIDF(), dict
-        if name == "SASRec-CE":
-            sr = SASRec(replace(cfg.sasrec, seed=seed))
-            return sr, lambda: {"epochs": sr.epochs_run, "best_epoch": sr.best_epoch, "history": sr.history}
-        if name == "GRU4Rec-CE":
-            gr = GRU4Rec(replace(cfg.gru4rec, seed=seed))
-            return gr, lambda: {"epochs": gr.epochs_run, "best_epoch": gr.best_epoch, "history": gr.history}
-        from hybridrec.training.evaluation.hybrid import HybridScorer
-
-        run_cfg = variant_config(name, cfg.hybrid)
-        run_cfg = replace(run_cfg, optim=replace(run_cfg.optim, seed=seed), data=replace(run_cfg.data, max_users=None))
-        hs = HybridScorer(run_cfg, out / "runs" / f"{slug(name)}-s{seed}", data, name)
-
-        def info() -> dict[str, Any]:
-            r = hs.result
-            metrics = json.loads((hs.run_dir / "metrics.json").read_text())
-            return {
-                "epochs": metrics["epochs_run"],
-                "best_epoch": metrics["best_epoch"],
-                "wall_s": metrics["wall_s"],
-                "peak_rss_mb": metrics["peak_rss_mb"],
-                "peak_rss_scope": metrics.get("peak_rss_scope", "process"),
-                "history": metrics["history"],
-                "run_dir": str(r.run_dir if r else hs.run_dir),
-            }
-
-        return hs, info
-
-    results: dict[str, list[SeedResult]] = {}
     # Seed-major: every model gets its first seed before any model gets a second, so a run cut short still has a
     # complete table (with fewer seeds) and resumes from there.
     plan = [(name, seed) for seed in cfg.seeds for name in names if seed == cfg.seeds[0] or name not in DETERMINISTIC]
+    prints = {(name, seed): fingerprint(name, seed, cfg, data) for name, seed in plan}
+    todo = []
     for name, seed in plan:
-        cache = out / "ranks" / f"{slug(name)}-s{seed}.npz"
+        cache = _cache_path(out, name, seed)
+        if cache.exists():
+            found = _cached_fingerprint(cache)
+            if found == prints[name, seed] or report_only:
+                continue
+            log.warning("%s was fitted with another config or data (fingerprint %s); refitting", cache, found)
+        if not report_only:
+            todo.append((name, seed))
+    liked_path, liked_fp = out / "liked.json", _liked_fingerprint(cfg, data)
+    liked: dict[str, Any] | None = None
+    if cfg.liked_task and liked_path.exists():
+        liked = json.loads(liked_path.read_text())
+        if liked.get("fingerprint") != liked_fp and not report_only:
+            log.warning("%s was computed with another config or data; recomputing", liked_path)
+            liked = None
+    redo_liked = cfg.liked_task and liked is None and not report_only
+
+    def save_liked(result: dict[str, Any]) -> dict[str, Any]:
+        result = {**result, "fingerprint": liked_fp}
+        liked_path.write_text(json.dumps(result, indent=2))
+        return result
+
+    if (todo or redo_liked) and cfg.workers > 1:
+        log.info(
+            "fitting %d (model, seed) pairs%s in %d processes",
+            len(todo),
+            " and the liked task" if redo_liked else "",
+            cfg.workers,
+        )
+        with (
+            _OneThreadEnv(),
+            ProcessPoolExecutor(
+                max_workers=min(cfg.workers, len(todo) + redo_liked),
+                mp_context=multiprocessing.get_context("spawn"),  # torch and forked threads do not mix
+                initializer=_init_worker,
+                initargs=(data, cfg, out, logging.getLogger().getEffectiveLevel() or logging.INFO),
+            ) as pool,
+        ):
+            liked_job = pool.submit(_liked_in_worker) if redo_liked else None
+            jobs = [pool.submit(_fit_in_worker, name, seed, prints[name, seed]) for name, seed in todo]
+            for job in jobs:
+                job.result()  # in plan order; a failed fit raises here, the finished ones stay cached
+            if liked_job is not None:
+                liked = save_liked(liked_job.result())
+    else:
+        for name, seed in todo:
+            fit_and_cache(ctx, name, seed, prints[name, seed])
+        if redo_liked:
+            liked = save_liked(_liked(data, cfg))
+    results: dict[str, list[SeedResult]] = {}
+    for name, seed in plan:
+        cache = _cache_path(out, name, seed)
         if cache.exists():
             results.setdefault(name, []).append(_load(cache))
-            continue
-        if report_only:
-            continue
-        log.info("fitting %s (seed %d)", name, seed)
-        scorer, info = make(name, seed)
-        t = time.time()
-        scorer.fit(ix.train, n, valid=ix.valid, movies=movies)
-        fit_s = time.time() - t
-        valid = evaluate_ranking(scorer.score, valid_users, valid_hist, valid_tgt).summary()["ndcg@10"]
-        test = evaluate_ranking(scorer.score, test_users, test_hist, test_tgt)
-        r = SeedResult(None if name in DETERMINISTIC else seed, test, valid, fit_s, info())
-        _save(cache, r)
-        results.setdefault(name, []).append(r)
-        log.info("%s seed %d: valid NDCG@10 %.4f test %s (%.0fs)", name, seed, valid, test.summary(), fit_s)
 
     metrics = summarize(results, cold, cfg)
     metrics["dataset"] = {
         "layout": data.layout,
         "users_evaluated": len(test_users),
-        "items": n,
+        "items": ctx.ix.num_items,
         "cold_users": len(cold),
         "cold_threshold": cfg.cold_threshold,
     }
-    if cfg.liked_task and not (report_only and not (out / "liked.json").exists()):
-        from hybridrec.training.evaluation.classification import liked_task
-
-        liked_path = out / "liked.json"
-        if liked_path.exists():
-            metrics["liked"] = json.loads(liked_path.read_text())
-        else:
-            metrics["liked"] = liked_task(data, cfg.hybrid, cfg.seeds)
-            liked_path.write_text(json.dumps(metrics["liked"], indent=2))
+    if liked is not None:
+        metrics["liked"] = liked
     metrics["config"] = to_dict(cfg)
     metrics["wall_s"] = round(time.time() - t0, 1)
     # fitting time of every cached (model, seed) result, i.e. the cost of reproducing the table from scratch

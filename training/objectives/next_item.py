@@ -185,23 +185,30 @@ class StepLoss(nn.Module):
         # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
         # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
         # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
+        # The head trains on `rerank_rows` random rows of the batch: its pairwise MLP over 1 + H + R candidates per
+        # row costs more than the towers, and its detached inputs make a row subset an unbiased, cheaper step.
+        rows = torch.arange(b)
+        if o.rerank_rows is not None and o.rerank_rows < b:
+            rows = torch.randperm(b)[: o.rerank_rows].sort().values
+        br, row_label = len(rows), label[rows.to(self.dev)]
         with torch.no_grad():
-            hard_scores = dot.detach().clone()
-            hard_scores[torch.arange(b, device=self.dev), label] = NEG
+            hard_scores = dot.detach()[rows.to(self.dev)].clone()
+            hard_scores[torch.arange(br, device=self.dev), row_label] = NEG
             in_set = torch.zeros(self.n_items, dtype=torch.long, device=self.dev)
             in_set[cols] = torch.arange(len(cols), device=self.dev) + 1
-            for r, (u, _) in enumerate(batch):
+            for r, i in enumerate(rows.tolist()):
                 # none of the user's items, past or future, is a negative: future ones are false negatives that
                 # would teach the reranker to demote exactly what the user watches next
-                pos = in_set[torch.from_numpy(self.train_seq[u]).to(self.dev)]
+                pos = in_set[torch.from_numpy(self.train_seq[batch[i][0]]).to(self.dev)]
                 hard_scores[r, pos[pos > 0] - 1] = NEG
             hard = hard_scores.topk(min(o.hard_negatives, len(cols) - 1), dim=1).indices
-            rnd = torch.randint(0, len(cols), (b, o.random_negatives)).to(self.dev)
-            cand = torch.cat([label.unsqueeze(1), hard, rnd], dim=1)  # [B, 1 + H + R] columns of `items`
-        logits, x, z = self.model.fusion_head.logits(user.detach(), items.detach()[cand])
-        collide = cand == label.unsqueeze(1)
+            rnd = torch.randint(0, len(cols), (br, o.random_negatives)).to(self.dev)
+            cand = torch.cat([row_label.unsqueeze(1), hard, rnd], dim=1)  # [rows, 1 + H + R] columns of `items`
+        logits, x, z = self.model.fusion_head.logits(user.detach()[rows.to(self.dev)], items.detach()[cand])
+        collide = cand == row_label.unsqueeze(1)
         collide[:, 0] = False
-        rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), torch.zeros(b, dtype=torch.long, device=self.dev))
+        zeros = torch.zeros(br, dtype=torch.long, device=self.dev)
+        rank_loss = F.cross_entropy(logits.masked_fill(collide, NEG), zeros)
         # The served score is sigma(logit): the pointwise BCE keeps the logits calibrated, so the scores of the top
         # candidates never saturate at 1.0 in float32 (ties there would make the reranked order arbitrary).
         labels = torch.zeros_like(logits)
