@@ -117,7 +117,7 @@ def test_evaluate_in_two_processes_then_refits_only_what_a_config_change_touches
     from hybridrec.training.evaluation.run import evaluate
 
     data = load_movielens(_synthetic_1m(tmp_path / "ml-1m"))
-    overrides = {"models": ["Popularity", "EASE", "Hybrid"], "seeds": [0, 1], "liked_task": False, "workers": 2}
+    overrides = {"models": ["Popularity", "EASE", "Hybrid"], "seeds": [0, 1], "liked_task": True, "workers": 2}
     cfg = load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", overrides)
     out = tmp_path / "eval"
     first = evaluate(data, cfg, out)
@@ -129,15 +129,18 @@ def test_evaluate_in_two_processes_then_refits_only_what_a_config_change_touches
         "popularity-s0.npz",
     ]
     assert first["models"]["Hybrid"]["seeds"] == [0, 1]
-    stamps = {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()}
+    assert len(first["liked"]["models"]["Hybrid"]["seeds"]) == 2  # the liked task ran in the pool too
+    stamps = {p.name: p.stat().st_mtime_ns for p in [*ranks.iterdir(), out / "liked.json"]}
 
     # In this process, the same config: everything comes from the cache.
     again = evaluate(data, load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {**overrides, "workers": 1}), out)
-    assert again["models"] == first["models"]
-    assert {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()} == stamps
+    assert again["models"] == first["models"] and again["liked"] == first["liked"]
+    assert {p.name: p.stat().st_mtime_ns for p in [*ranks.iterdir(), out / "liked.json"]} == stamps
 
     changed = load_yaml(
-        EvaluateConfig, PRESETS / "evaluate-ci.yaml", {**overrides, "workers": 1, "hybrid.optim.lr": "2e-3"}
+        EvaluateConfig,
+        PRESETS / "evaluate-ci.yaml",
+        {**overrides, "workers": 1, "liked_task": False, "hybrid.optim.lr": "2e-3"},
     )
     evaluate(data, changed, out)
     now = {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()}
