@@ -27,8 +27,8 @@ backend: install
 demo: backend
 	$(BIN)/hybridrec demo $(ARGS)
 
-# Every model, ablation and seed on ml-latest-small -> runs/evaluate and docs/results.md (about two hours on 2 cores;
-# interrupted runs resume from runs/evaluate/ranks).
+# Every model, ablation and seed on ml-latest-small -> runs/evaluate and docs/results.md (about 3 hours on 2 cores,
+# two fits at a time; interrupted runs resume from runs/evaluate/ranks, a changed config refits only what it changes).
 evaluate: install
 	$(BIN)/hybridrec evaluate --out runs/evaluate --docs docs/results.md $(ARGS)
 

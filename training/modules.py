@@ -233,6 +233,7 @@ class SequenceEncoder(nn.Module):
         self.backward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True) if cfg.use_rnn else None
         # ablation (use_rnn=False): the same mean + last pooling over the item embeddings themselves
         self.dense = nn.Linear(4 * cfg.hidden_dim if cfg.use_rnn else 2 * cfg.embedding_dim, dim)
+        self.drop = nn.Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
         xavier_init(self)
 
     def forward(self, history: Tensor) -> Tensor:
@@ -248,8 +249,9 @@ class SequenceEncoder(nn.Module):
         emb = self.item_emb(ids)
         if self.content_proj is not None:
             emb = emb + self.content_proj(self.item_content[ids])
-        emb = emb * valid.unsqueeze(-1).float()
-        out = emb if self.forward_rnn is None or self.backward_rnn is None else self._bidirectional(emb, rev)
+        emb = self.drop(emb) * valid.unsqueeze(-1).float()
+        rnn = self.forward_rnn is not None and self.backward_rnn is not None
+        out = self.drop(self._bidirectional(emb, rev)) if rnn else emb
         mask = valid.unsqueeze(-1).float()
         mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last_idx = (length - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])

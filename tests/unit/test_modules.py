@@ -58,8 +58,8 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
 
 @pytest.mark.parametrize(
     "seq_cfg",
-    [SequenceEncoderConfig(use_rnn=False), SequenceEncoderConfig(use_content=True)],
-    ids=["no-rnn", "content"],
+    [SequenceEncoderConfig(use_rnn=False), SequenceEncoderConfig(use_content=True), SequenceEncoderConfig(dropout=0.3)],
+    ids=["no-rnn", "content", "dropout"],
 )
 def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
     torch.manual_seed(0)
@@ -107,3 +107,17 @@ def test_the_served_blend_folds_into_the_fusion_layer(blend: float) -> None:
         head.fusion.weight.copy_(w)
         head.fusion.bias.copy_(b)
     torch.testing.assert_close(head.logits(user, items)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_sequence_dropout_acts_in_training_only() -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(dropout=0.5, unk_dropout=0.0), 16, ART)
+    h = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        enc.train()
+        assert not torch.allclose(enc(h), enc(h))  # two draws of the mask
+        enc.eval()
+        torch.testing.assert_close(enc(h), enc(h), rtol=0, atol=0)
+    # no weights of its own: a state dict saved without it loads into a model with it
+    plain = SequenceEncoder(SequenceEncoderConfig(), 16, ART).state_dict()
+    enc.load_state_dict(plain)
