@@ -29,7 +29,9 @@ class SequenceEncoderConfig:
     # 2-epoch check on ml-latest-small it lowered validation NDCG@10 (0.020 vs 0.036 without)
     use_content: bool = False
     use_rnn: bool = True  # False (ablation): pool the history's item embeddings without any recurrence
-    dropout: float = 0.0  # on the history's item embeddings and on the RNN outputs (training only)
+    # on the history's item embeddings and on the RNN outputs (training only): with 0.3 the `full` preset's
+    # validation NDCG@10 over epochs 5-8 averaged 0.060 (best 0.066) against 0.050 (best 0.056) without
+    dropout: float = 0.3
 
 
 @dataclass(frozen=True)
