@@ -28,9 +28,11 @@ demo: backend
 	$(BIN)/hybridrec demo $(ARGS)
 
 # Every model, ablation and seed on ml-latest-small -> runs/evaluate and docs/results.md (about 3 hours on 2 cores,
-# two fits at a time; interrupted runs resume from runs/evaluate/ranks, a changed config refits only what it changes).
+# two fits at a time). Each (model, seed) result is kept in docs/results/cache with a fingerprint of its config,
+# committed with the table: an interrupted run resumes, a changed config refits only what it changes, and
+# ARGS=--report-only rebuilds the table and its paired tests without fitting.
 evaluate: install
-	$(BIN)/hybridrec evaluate --out runs/evaluate --docs docs/results.md $(ARGS)
+	$(BIN)/hybridrec evaluate --out runs/evaluate --cache docs/results/cache --docs docs/results.md $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

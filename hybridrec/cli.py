@@ -384,7 +384,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         overrides["seeds"] = [int(s) for s in args.seeds.split(",")]
     cfg = load_yaml(EvaluateConfig, path, overrides)
     data = load_movielens(resolve_data_dir(args.data))
-    metrics = evaluate(data, cfg, args.out, docs=args.docs, report_only=args.report_only)
+    metrics = evaluate(data, cfg, args.out, docs=args.docs, report_only=args.report_only, cache=args.cache)
     for name, row in metrics["models"].items():
         print(f"{name:>16}: NDCG@10 {row['ndcg@10'][0]:.4f} ± {row['ndcg@10'][1]:.4f}  HR@10 {row['hr@10'][0]:.4f}")
     print(f"wrote {args.out}/metrics.json, results.md and plots" + (f"; table -> {args.docs}" if args.docs else ""))
@@ -590,7 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("evaluate", help="every model, ablation and seed on one split: metrics.json, table, plots")
     sp.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
-    sp.add_argument("--out", default="runs/evaluate", help="evaluation folder (per-seed results are cached there)")
+    sp.add_argument("--out", default="runs/evaluate", help="evaluation folder: metrics.json, table, plots, runs")
+    sp.add_argument(
+        "--cache",
+        help="folder of the per-(model, seed) results and their fingerprints (default: OUT/ranks); `make evaluate` "
+        "uses docs/results/cache, committed with docs/results.md",
+    )
     sp.add_argument("--docs", help="also write the markdown table (and its plots) here, e.g. docs/results.md")
     sp.add_argument("--config", help="YAML EvaluateConfig")
     sp.add_argument("--preset", default="evaluate", choices=["evaluate", "evaluate-ci"], help="embedded config")

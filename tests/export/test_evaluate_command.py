@@ -28,8 +28,9 @@ def test_variants_switch_the_branches_off() -> None:
 
 
 def test_evaluate_every_model_then_resume(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out, docs = tmp_path / "eval", tmp_path / "docs" / "results.md"
+    out, docs, cache = tmp_path / "eval", tmp_path / "docs" / "results.md", tmp_path / "docs" / "results" / "cache"
     args = ["evaluate", "--data", str(data_dir), "--preset", "evaluate-ci", "--out", str(out), "--docs", str(docs)]
+    args += ["--cache", str(cache)]
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {*BASELINES, *HYBRIDS}
@@ -40,8 +41,10 @@ def test_evaluate_every_model_then_resume(tmp_path: Path, data_dir: Path, capsys
     table = docs.read_text()
     assert "| **Hybrid** |" in table and "SASRec-CE" in table and "all-positive F1" in table
     assert (docs.parent / "metrics.png").stat().st_size > 0 and (out / "training_curves.png").exists()
-    cached = sorted(p.name for p in (out / "ranks").iterdir())
+    cached = sorted(p.name for p in cache.glob("*.npz"))
     assert len(cached) == 4 + 9  # deterministic baselines once; SASRec, GRU4Rec and 7 hybrid variants for one seed
+    assert (cache / "liked.json").exists() and not (out / "ranks").exists()
+    assert f"`{cache}/`" in table
 
     # Resume: nothing is refitted, the table is rebuilt from the cached ranks and is the same.
     assert main(args) == 0
@@ -126,16 +129,17 @@ def test_evaluate_in_two_processes_then_refits_only_what_a_config_change_touches
         "ease-s0.npz",
         "hybrid-s0.npz",
         "hybrid-s1.npz",
+        "liked.json",
         "popularity-s0.npz",
     ]
     assert first["models"]["Hybrid"]["seeds"] == [0, 1]
     assert len(first["liked"]["models"]["Hybrid"]["seeds"]) == 2  # the liked task ran in the pool too
-    stamps = {p.name: p.stat().st_mtime_ns for p in [*ranks.iterdir(), out / "liked.json"]}
+    stamps = {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()}
 
     # In this process, the same config: everything comes from the cache.
     again = evaluate(data, load_yaml(EvaluateConfig, PRESETS / "evaluate-ci.yaml", {**overrides, "workers": 1}), out)
     assert again["models"] == first["models"] and again["liked"] == first["liked"]
-    assert {p.name: p.stat().st_mtime_ns for p in [*ranks.iterdir(), out / "liked.json"]} == stamps
+    assert {p.name: p.stat().st_mtime_ns for p in ranks.iterdir()} == stamps
 
     changed = load_yaml(
         EvaluateConfig,

@@ -10,12 +10,14 @@ Models (next-item task, full ranking, seen items masked; see :mod:`.splits` and 
   ``w/o RNN`` (history pooled without recurrence) and ``w/o AE`` (F_ae = 0, no reconstruction); and the single-branch
   models, each the hybrid with the two other branches removed: ``CNN-only``, ``RNN-only``, ``AE-only``.
 
-Every (model, seed) result is cached in ``OUT/ranks/`` as per-user ranks with a fingerprint of what produced it (the
-model's config, seed and data), so an interrupted evaluation resumes where it stopped, a changed config refits only
-what it changes, and the table can be rebuilt without refitting. With ``workers > 1`` the fits run in that many
-processes at one torch/BLAS thread each: on 2 cores two single-threaded fits finish sooner than one after the other
-at two threads each (small models scale poorly across threads). Hyper-parameters are chosen on validation only; the
-test split is read once per fitted model.
+Every (model, seed) result is cached (in ``OUT/ranks/``, or ``--cache DIR``) as per-user test ranks with a fingerprint
+of what produced it (the model's config, seed and data), so an interrupted evaluation resumes where it stopped, a
+changed config refits only what it changes, and the table can be rebuilt without refitting. A code change that changes
+what a model computes without changing its config must delete that model's cache files.
+
+With ``workers > 1`` the fits run in that many processes at one torch/BLAS thread each: on 2 cores two single-threaded
+fits finish sooner than one after the other at two threads each (small models scale poorly across threads).
+Hyper-parameters are chosen on validation only; the test split is read once per fitted model.
 """
 
 from __future__ import annotations
@@ -172,6 +174,7 @@ class _Context:
     data: MovieLensData
     cfg: EvaluateConfig
     out: Path
+    cache: Path  # the (model, seed) results and liked.json
 
     def __post_init__(self) -> None:
         split = leave_one_out_split(self.data)
@@ -185,13 +188,13 @@ class _Context:
 _WORKER: _Context | None = None
 
 
-def _init_worker(data: MovieLensData, cfg: EvaluateConfig, out: Path, level: int) -> None:
+def _init_worker(data: MovieLensData, cfg: EvaluateConfig, out: Path, cache: Path, level: int) -> None:
     global _WORKER
     import torch
 
     torch.set_num_threads(1)
     logging.basicConfig(level=level, format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s")
-    _WORKER = _Context(data, cfg, out)
+    _WORKER = _Context(data, cfg, out, cache)
 
 
 def _fit_in_worker(name: str, seed: int, fp: str) -> str:
@@ -201,7 +204,7 @@ def _fit_in_worker(name: str, seed: int, fp: str) -> str:
 
 
 def fit_and_cache(ctx: _Context, name: str, seed: int, fp: str) -> SeedResult:
-    """Fit one (model, seed), score validation and test, cache the test ranks in ``ranks/``."""
+    """Fit one (model, seed), score validation and test, cache the test ranks in ``ctx.cache``."""
     log.info("fitting %s (seed %d)", name, seed)
     scorer, info = _make(ctx, name, seed)
     t = time.time()
@@ -210,13 +213,13 @@ def fit_and_cache(ctx: _Context, name: str, seed: int, fp: str) -> SeedResult:
     valid = evaluate_ranking(scorer.score, *ctx.valid).summary()["ndcg@10"]
     test = evaluate_ranking(scorer.score, *ctx.test)
     r = SeedResult(None if name in DETERMINISTIC else seed, test, valid, fit_s, info())
-    _save(_cache_path(ctx.out, name, seed), r, fp)
+    _save(_cache_path(ctx.cache, name, seed), r, fp)
     log.info("%s seed %d: valid NDCG@10 %.4f test %s (%.0fs)", name, seed, valid, test.summary(), fit_s)
     return r
 
 
-def _cache_path(out: Path, name: str, seed: int) -> Path:
-    return out / "ranks" / f"{slug(name)}-s{seed}.npz"
+def _cache_path(cache: Path, name: str, seed: int) -> Path:
+    return cache / f"{slug(name)}-s{seed}.npz"
 
 
 def _make(ctx: _Context, name: str, seed: int) -> tuple[Any, Callable[[], dict[str, Any]]]:
@@ -313,9 +316,12 @@ def evaluate(
     *,
     docs: str | Path | None = None,
     report_only: bool = False,
+    cache: str | Path | None = None,
 ) -> dict:
     """Run (or resume) the whole evaluation into ``out``; returns the metrics dict also written to metrics.json.
-    ``report_only``: fit nothing, build the table from the (model, seed) results already cached in ``out``."""
+    ``cache``: where the (model, seed) results and the liked task's result are kept, with their fingerprints (default
+    ``out/ranks``; `make evaluate` keeps them beside docs/results.md, so that the committed table can be rebuilt and
+    its paired tests checked without refitting). ``report_only``: fit nothing, build the table from the cache."""
     names = list(cfg.models) or [*BASELINES, *HYBRIDS]
     unknown = sorted(set(names) - set(BASELINES) - set(HYBRIDS))
     if unknown:
@@ -324,11 +330,13 @@ def evaluate(
         raise ValueError("seeds must name at least one seed")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache) if cache is not None else out / "ranks"
+    cache.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, out / "evaluate.yaml")
     if cfg.max_users:
         data = data.subset(cfg.max_users)
     t0 = time.time()
-    ctx = _Context(data, cfg, out)
+    ctx = _Context(data, cfg, out, cache)
     test_users = ctx.test[0]
     cold = cold_item_users(ctx.ix.train, ctx.ix.test, ctx.ix.num_items, cfg.cold_threshold)
 
@@ -338,15 +346,15 @@ def evaluate(
     prints = {(name, seed): fingerprint(name, seed, cfg, data) for name, seed in plan}
     todo = []
     for name, seed in plan:
-        cache = _cache_path(out, name, seed)
-        if cache.exists():
-            found = _cached_fingerprint(cache)
+        path = _cache_path(cache, name, seed)
+        if path.exists():
+            found = _cached_fingerprint(path)
             if found == prints[name, seed] or report_only:
                 continue
-            log.warning("%s was fitted with another config or data (fingerprint %s); refitting", cache, found)
+            log.warning("%s was fitted with another config or data (fingerprint %s); refitting", path, found)
         if not report_only:
             todo.append((name, seed))
-    liked_path, liked_fp = out / "liked.json", _liked_fingerprint(cfg, data)
+    liked_path, liked_fp = cache / "liked.json", _liked_fingerprint(cfg, data)
     liked: dict[str, Any] | None = None
     if cfg.liked_task and liked_path.exists():
         liked = json.loads(liked_path.read_text())
@@ -373,7 +381,7 @@ def evaluate(
                 max_workers=min(cfg.workers, len(todo) + redo_liked),
                 mp_context=multiprocessing.get_context("spawn"),  # torch and forked threads do not mix
                 initializer=_init_worker,
-                initargs=(data, cfg, out, logging.getLogger().getEffectiveLevel() or logging.INFO),
+                initargs=(data, cfg, out, cache, logging.getLogger().getEffectiveLevel() or logging.INFO),
             ) as pool,
         ):
             liked_job = pool.submit(_liked_in_worker) if redo_liked else None
@@ -389,9 +397,9 @@ def evaluate(
             liked = save_liked(_liked(data, cfg))
     results: dict[str, list[SeedResult]] = {}
     for name, seed in plan:
-        cache = _cache_path(out, name, seed)
-        if cache.exists():
-            results.setdefault(name, []).append(_load(cache))
+        path = _cache_path(cache, name, seed)
+        if path.exists():
+            results.setdefault(name, []).append(_load(path))
 
     metrics = summarize(results, cold, cfg)
     metrics["dataset"] = {
@@ -404,6 +412,7 @@ def evaluate(
     if liked is not None:
         metrics["liked"] = liked
     metrics["config"] = to_dict(cfg)
+    metrics["cache"] = str(cache)
     metrics["wall_s"] = round(time.time() - t0, 1)
     # fitting time of every cached (model, seed) result, i.e. the cost of reproducing the table from scratch
     liked_s = sum(r.get("wall_s", 0.0) for m in metrics.get("liked", {}).get("models", {}).values() for r in m["seeds"])

@@ -1,0 +1,47 @@
+"""Score one trained run on `hybridrec evaluate`'s protocol (every catalog movie ranked, every user counted, the
+served `recommend` pipeline), so a single `hybridrec train` run compares with docs/results.md without a full
+evaluation.
+
+    .venv/bin/python tools/score_run.py runs/demo [--data DIR]
+
+Prints validation and test NDCG@10 / HR@10 and the cold slice's HR@10 (test targets with <= 5 training
+interactions). Choose settings on the validation numbers only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hybridrec.data import load_movielens, resolve_data_dir
+from hybridrec.training.evaluation.hybrid import HybridScorer
+from hybridrec.training.evaluation.metrics import cold_item_users, evaluate_ranking
+from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
+from hybridrec.training.train import load_run_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="run folder of `hybridrec train`")
+    parser.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
+    parser.add_argument("--cold-threshold", type=int, default=5)
+    args = parser.parse_args()
+    data = load_movielens(resolve_data_dir(args.data))
+    ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
+    scorer = HybridScorer(load_run_config(args.run), args.run, data).load()
+    valid = evaluate_ranking(scorer.score, *ix.stage("valid")).summary()
+    test = evaluate_ranking(scorer.score, *ix.stage("test"))
+    cold = cold_item_users(ix.train, ix.test, ix.num_items, args.cold_threshold)
+    out = {
+        "valid_ndcg@10": valid["ndcg@10"],
+        "valid_hr@10": valid["hr@10"],
+        "test_ndcg@10": test.summary()["ndcg@10"],
+        "test_hr@10": test.summary()["hr@10"],
+        "cold_users": len(cold),
+        "cold_hr@10": test.subset(cold).summary()["hr@10"],
+    }
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
