@@ -471,3 +471,16 @@ def test_report_goals_are_judged_from_the_numbers() -> None:
     assert "every seed: **not met**" in text and "seed 2: 0.0600 vs 0.0700" in text
     assert "Hybrid w/o CNN costs NDCG@10 with p < 0.05: **no, it does not**" in text
     assert "AUC above the user+item bias baseline's: **met** (0.6500 vs 0.6400)" in text
+
+
+def test_report_names_the_fits_missing_from_the_cache() -> None:
+    """A run stopped part-way still writes a table; the page says which (model, seed) fits it lacks."""
+    from hybridrec.training.evaluation.report import missing_fits
+
+    metrics = {
+        "config": {"models": ["EASE", "Item-kNN", "Hybrid", "SASRec-CE"], "seeds": [0, 1, 2]},
+        "models": {"EASE": {"seeds": [None]}, "Hybrid": {"seeds": [0, 1]}, "SASRec-CE": {"seeds": [0, 1, 2]}},
+    }
+    assert missing_fits(metrics) == ["Item-kNN", "Hybrid (seed 2)"]
+    metrics["models"] |= {"Item-kNN": {"seeds": [None]}, "Hybrid": {"seeds": [0, 1, 2]}}
+    assert missing_fits(metrics) == []
