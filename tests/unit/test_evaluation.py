@@ -484,3 +484,22 @@ def test_report_names_the_fits_missing_from_the_cache() -> None:
     assert missing_fits(metrics) == ["Item-kNN", "Hybrid (seed 2)"]
     metrics["models"] |= {"Item-kNN": {"seeds": [None]}, "Hybrid": {"seeds": [0, 1, 2]}}
     assert missing_fits(metrics) == []
+
+
+def test_summary_keeps_the_kept_epoch_for_the_served_vs_retrieval_goal() -> None:
+    """The summary drops each run's history but keeps its best epoch's entry, from which the report reads the served
+    and retrieval validation NDCG@10."""
+    import numpy as np
+
+    from hybridrec.training.evaluation.metrics import RankingResult
+    from hybridrec.training.evaluation.report import goals
+    from hybridrec.training.evaluation.run import EvaluateConfig, SeedResult, summarize
+
+    hist = [{"epoch": 1.0, "val_ndcg@10": 0.03}, {"epoch": 2.0, "val_ndcg@10": 0.06, "val_dot_ndcg@10": 0.05}]
+    run = SeedResult(
+        0, RankingResult(np.arange(3), np.array([0, 5, 20])), 0.06, 1.0, {"best_epoch": 2, "history": hist}
+    )
+    metrics = summarize({"Hybrid": [run]}, np.array([], dtype=np.int64), EvaluateConfig())
+    info = metrics["models"]["Hybrid"]["info"][0]
+    assert "history" not in info and info["kept_epoch"]["val_dot_ndcg@10"] == 0.05
+    assert "every seed: **met** (seed 0: 0.0600 vs 0.0500)" in "\n".join(goals(metrics))

@@ -90,6 +90,8 @@ ABLATIONS = ("Hybrid w/o CNN", "Hybrid w/o RNN", "Hybrid w/o AE")
 
 def _best_epoch(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The history entry of a hybrid run's kept (best) epoch."""
+    if "kept_epoch" in info:  # summarize() keeps this entry and drops the history
+        return info["kept_epoch"]
     hist, best = info.get("history") or [], info.get("best_epoch")
     return next((h for h in hist if h.get("epoch") == best), None)
 
@@ -201,6 +203,8 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
     cfg = metrics.get("config", {})
     seeds = cfg.get("seeds", [])
     missing = missing_fits(metrics)
+    if cfg.get("liked_task") and "liked" not in metrics:
+        missing.append('the "liked" task (section 2)')
     incomplete = (
         [
             f"**Incomplete:** {len(missing)} of the fits this config asks for are not in the cache yet, so their rows "

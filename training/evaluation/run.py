@@ -31,7 +31,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -386,10 +386,14 @@ def evaluate(
         ):
             liked_job = pool.submit(_liked_in_worker) if redo_liked else None
             jobs = [pool.submit(_fit_in_worker, name, seed, prints[name, seed]) for name, seed in todo]
-            for job in jobs:
-                job.result()  # in plan order; a failed fit raises here, the finished ones stay cached
-            if liked_job is not None:
-                liked = save_liked(liked_job.result())
+            # as each job ends: the liked task's result is written the moment it is there (an evaluation stopped
+            # later keeps it, as the fits keep their caches); a failed fit raises here, the finished ones stay cached
+            pending: list[Future[Any]] = [*jobs, *([liked_job] if liked_job is not None else [])]
+            for job in as_completed(pending):
+                if job is liked_job:
+                    liked = save_liked(job.result())
+                else:
+                    job.result()
     else:
         for name, seed in todo:
             fit_and_cache(ctx, name, seed, prints[name, seed])
@@ -455,7 +459,8 @@ def summarize(results: dict[str, list[SeedResult]], cold: np.ndarray, cfg: Evalu
             row[f"cold_{metric}"] = _mean_std([r.test.subset(cold).summary()[metric] for r in runs])
         row["valid_ndcg@10"] = _mean_std([r.valid_ndcg for r in runs])
         row["fit_s"] = _mean_std([r.fit_s for r in runs])
-        row["info"] = [{k: v for k, v in r.info.items() if k != "history"} for r in runs]
+        # the per-epoch history stays in the cache; the kept epoch's entry (served vs retrieval) goes to the report
+        row["info"] = [{k: v for k, v in r.info.items() if k != "history"} | _kept_epoch(r.info) for r in runs]
         models[name] = row
     out: dict[str, Any] = {"models": models, "tests": {}}
     if "Hybrid" not in results:
@@ -478,6 +483,13 @@ def summarize(results: dict[str, list[SeedResult]], cold: np.ndarray, cfg: Evalu
         if name in results:
             out["tests"][f"hybrid_vs_{slug(name)}"] = {"baseline": name, **_test(hybrid, per_user(results[name])[1])}
     return out
+
+
+def _kept_epoch(info: dict[str, Any]) -> dict[str, Any]:
+    """{"kept_epoch": the history entry of the best (kept) epoch}, or {} for a model without one."""
+    best = info.get("best_epoch")
+    entry = next((h for h in info.get("history") or [] if h.get("epoch") == best), None)
+    return {"kept_epoch": entry} if entry is not None else {}
 
 
 def _test(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
