@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hybridrec.training.evaluation.run import BASELINES, DETERMINISTIC, HYBRIDS, SeedResult
+from hybridrec.training.evaluation.run import BASELINES, DETERMINISTIC, HYBRIDS, SeedResult, kept_epoch
 
 BARS_PNG = "metrics.png"
 CURVES_PNG = "training_curves.png"
@@ -88,14 +88,6 @@ GOAL_NDCG, GOAL_HR, GOAL_COLD_HR = 0.065, 0.12, 0.05
 ABLATIONS = ("Hybrid w/o CNN", "Hybrid w/o RNN", "Hybrid w/o AE")
 
 
-def _best_epoch(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The history entry of a hybrid run's kept (best) epoch."""
-    if "kept_epoch" in info:  # summarize() keeps this entry and drops the history
-        return info["kept_epoch"]
-    hist, best = info.get("history") or [], info.get("best_epoch")
-    return next((h for h in hist if h.get("epoch") == best), None)
-
-
 def goals(metrics: Mapping[str, Any]) -> list[str]:
     """The issue's goals, each judged from the numbers (never hand-written)."""
     models, tests = metrics["models"], metrics.get("tests", {})
@@ -127,7 +119,7 @@ def goals(metrics: Mapping[str, Any]) -> list[str]:
     lines.append(f"- Cold slice HR@10 >= {GOAL_COLD_HR}: {_met(hc >= GOAL_COLD_HR)} (hybrid {hc:.4f}{vs}).")
     pairs = []
     for seed, info in zip(hyb["seeds"], hyb["info"], strict=True):
-        e = _best_epoch(info)
+        e = kept_epoch(info)
         if e and "val_dot_ndcg@10" in e:
             pairs.append((seed, e["val_ndcg@10"], e["val_dot_ndcg@10"]))
     if pairs:
@@ -284,7 +276,7 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
         ]
         for name in trained:
             for seed, info in zip(models[name]["seeds"], models[name]["info"], strict=True):
-                e = _best_epoch(info) or {}
+                e = kept_epoch(info) or {}
 
                 def num(k: str, e: Mapping[str, Any] = e) -> str:
                     return f"{e[k]:.4f}" if k in e else "-"

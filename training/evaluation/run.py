@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -460,7 +460,11 @@ def summarize(results: dict[str, list[SeedResult]], cold: np.ndarray, cfg: Evalu
         row["valid_ndcg@10"] = _mean_std([r.valid_ndcg for r in runs])
         row["fit_s"] = _mean_std([r.fit_s for r in runs])
         # the per-epoch history stays in the cache; the kept epoch's entry (served vs retrieval) goes to the report
-        row["info"] = [{k: v for k, v in r.info.items() if k != "history"} | _kept_epoch(r.info) for r in runs]
+        row["info"] = [
+            {k: v for k, v in r.info.items() if k != "history"}
+            | ({"kept_epoch": e} if (e := kept_epoch(r.info)) else {})
+            for r in runs
+        ]
         models[name] = row
     out: dict[str, Any] = {"models": models, "tests": {}}
     if "Hybrid" not in results:
@@ -485,11 +489,13 @@ def summarize(results: dict[str, list[SeedResult]], cold: np.ndarray, cfg: Evalu
     return out
 
 
-def _kept_epoch(info: dict[str, Any]) -> dict[str, Any]:
-    """{"kept_epoch": the history entry of the best (kept) epoch}, or {} for a model without one."""
+def kept_epoch(info: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The history entry of a trained run's kept (best) epoch: ``info["kept_epoch"]`` once :func:`summarize` has
+    dropped the history, else looked up in it; None for a model without epochs."""
+    if "kept_epoch" in info:
+        return info["kept_epoch"]
     best = info.get("best_epoch")
-    entry = next((h for h in info.get("history") or [] if h.get("epoch") == best), None)
-    return {"kept_epoch": entry} if entry is not None else {}
+    return next((h for h in info.get("history") or [] if h.get("epoch") == best), None)
 
 
 def _test(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
