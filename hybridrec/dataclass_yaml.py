@@ -69,17 +69,35 @@ def _check_scalar(kind: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: {value!r} is not a {getattr(kind, '__name__', kind)}")
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    def conv(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [conv(x) for x in v]
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        return v
+# Field metadata of a switch added after results were cached: while it holds its default it is left out of
+# `fingerprint_dict`, so adding it does not invalidate the cache of every run fitted before it existed. Its default
+# must keep the behaviour those runs had.
+ADDED_SWITCH = {"added_switch": True}
 
-    return {k: conv(v) for k, v in dataclasses.asdict(obj).items()}
+
+def fingerprint_dict(obj: Any) -> dict[str, Any]:
+    """``to_dict`` of what a result depends on: like ``to_dict``, less any ``ADDED_SWITCH`` field at its default."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("added_switch") and value == f.default:
+            continue
+        out[f.name] = fingerprint_dict(value) if dataclasses.is_dataclass(value) else to_dict_value(value)
+    return out
+
+
+def to_dict_value(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [to_dict_value(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: to_dict_value(x) for k, x in v.items()}
+    return v
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return {k: to_dict_value(v) for k, v in dataclasses.asdict(obj).items()}
 
 
 def load_yaml(cls: type[T], path: str | Path | None, overrides: dict[str, Any] | None = None) -> T:

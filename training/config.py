@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hybridrec.dataclass_yaml import ADDED_SWITCH
+
 
 @dataclass(frozen=True)
 class ItemEncoderConfig:
@@ -17,6 +19,9 @@ class ItemEncoderConfig:
     id_dropout: float = 0.2  # mask the id token of this share of training items so content alone learns to score
     use_image: bool = True
     use_metadata: bool = True
+    # LayerNorm on the fused embedding: every item then has about the same norm, so the retrieval's dot product cannot
+    # carry an item's popularity in its length (SASRec-CE's free embeddings can)
+    output_norm: bool = field(default=True, metadata=ADDED_SWITCH)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,9 @@ class SequenceEncoderConfig:
     # add each history item's content embedding (the item tower's) to its id embedding; off by default: in a
     # 2-epoch check on ml-latest-small it lowered validation NDCG@10 (0.020 vs 0.036 without)
     use_content: bool = False
+    # share the history's id embeddings with the item tower's (needs embedding_dim == item.id_dim): each movie's id
+    # vector then learns from being watched and from being a target, as SASRec-CE's tied embeddings do
+    tie_item_ids: bool = field(default=False, metadata=ADDED_SWITCH)
     use_rnn: bool = True  # False (ablation): pool the history's item embeddings without any recurrence
     # on the history's item embeddings and on the RNN outputs (training only): with 0.3 the `full` preset's
     # validation NDCG@10 over epochs 5-8 averaged 0.060 (best 0.066) against 0.050 (best 0.056) without

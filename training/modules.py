@@ -204,7 +204,7 @@ class ItemEncoder(nn.Module):
         logits = (self.key(tokens) @ self.query) / math.sqrt(self.dim)
         weights = torch.softmax(torch.where(present, logits, torch.full_like(logits, NEG)), dim=-1)
         fused = (weights.unsqueeze(-1) * self.value(tokens)).sum(1)
-        return self.norm(fused)
+        return self.norm(fused) if self.cfg.output_norm else fused
 
 
 class SequenceEncoder(nn.Module):
@@ -367,6 +367,14 @@ class HybridModel(nn.Module):
         self.item_encoder = ItemEncoder(cfg.item, cfg.embedding_dim, artifacts)
         self.sequence_encoder = SequenceEncoder(cfg.sequence, cfg.embedding_dim, artifacts)
         self.fusion_head = FusionHead(cfg.fusion, cfg.embedding_dim)
+        if cfg.sequence.tie_item_ids:
+            if cfg.sequence.embedding_dim != cfg.item.id_dim:
+                raise ValueError(
+                    "sequence.tie_item_ids needs sequence.embedding_dim == item.id_dim, got "
+                    f"{cfg.sequence.embedding_dim} and {cfg.item.id_dim}"
+                )
+            # one Parameter under both names: the state dict keeps both keys, so export and checkpoints are unchanged
+            self.sequence_encoder.item_emb = self.item_encoder.id_emb
 
     def exported(self) -> dict[str, nn.Module]:
         """spec model name -> module, in the spec's order."""

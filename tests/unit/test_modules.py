@@ -7,7 +7,7 @@ import torch
 
 from hybridrec import spec
 from hybridrec.preprocessing import Artifacts
-from hybridrec.training.config import ModelConfig, SequenceEncoderConfig
+from hybridrec.training.config import ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
 from hybridrec.training.modules import HybridModel, SequenceEncoder
 
 ART = Artifacts(
@@ -121,3 +121,19 @@ def test_sequence_dropout_acts_in_training_only() -> None:
     # no weights of its own: a state dict saved without it loads into a model with it
     plain = SequenceEncoder(SequenceEncoderConfig(), 16, ART).state_dict()
     enc.load_state_dict(plain)
+
+
+def test_tied_item_ids_share_one_parameter_and_round_trip_a_state_dict() -> None:
+    cfg = ModelConfig(
+        item=ItemEncoderConfig(id_dim=16, output_norm=False),
+        sequence=SequenceEncoderConfig(embedding_dim=16, tie_item_ids=True),
+    )
+    model = HybridModel(cfg, ART)
+    assert model.sequence_encoder.item_emb.weight is model.item_encoder.id_emb.weight
+    assert len(list(model.parameters())) == len({id(p) for p in model.parameters()})
+    copy = HybridModel(cfg, ART)
+    copy.load_state_dict(model.state_dict())
+    assert copy.sequence_encoder.item_emb.weight is copy.item_encoder.id_emb.weight
+    torch.testing.assert_close(copy.item_encoder.id_emb.weight, model.item_encoder.id_emb.weight)
+    with pytest.raises(ValueError, match="tie_item_ids"):
+        HybridModel(ModelConfig(sequence=SequenceEncoderConfig(tie_item_ids=True)), ART)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hybridrec import spec
-from hybridrec.dataclass_yaml import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+from hybridrec.dataclass_yaml import ConfigError, fingerprint_dict, from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.training.config import RunConfig
 
 
@@ -74,6 +74,18 @@ def test_run_config_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert load_yaml(RunConfig, tmp_path / "c.yaml") == cfg
     assert from_dict(RunConfig, to_dict(cfg)) == cfg
     assert dataclasses.is_dataclass(cfg) and cfg.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> None:
+    """So adding a default-off switch keeps every cached result valid, and setting it refits."""
+    cfg = RunConfig()
+    full, fp = to_dict(cfg), fingerprint_dict(cfg)
+    assert "output_norm" in full["model"]["item"] and "output_norm" not in fp["model"]["item"]
+    assert "tie_item_ids" not in fp["model"]["sequence"]
+    full["model"]["item"].pop("output_norm"), full["model"]["sequence"].pop("tie_item_ids")
+    assert fp == full
+    tied = load_yaml(RunConfig, None, {"model.sequence.tie_item_ids": True})
+    assert fingerprint_dict(tied)["model"]["sequence"]["tie_item_ids"] is True
 
 
 def test_unknown_or_mistyped_config_keys_are_errors() -> None:

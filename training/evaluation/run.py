@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from hybridrec.data import MovieLensData
-from hybridrec.dataclass_yaml import save_yaml, to_dict
+from hybridrec.dataclass_yaml import fingerprint_dict, save_yaml, to_dict
 from hybridrec.training.config import RunConfig
 from hybridrec.training.evaluation.baselines import (
     EASE,
@@ -145,12 +145,12 @@ def fingerprint(name: str, seed: int, cfg: EvaluateConfig, data: MovieLensData) 
     refitted."""
     own: Any = {}
     if name == "SASRec-CE":
-        own = to_dict(replace(cfg.sasrec, threads=None))
+        own = fingerprint_dict(replace(cfg.sasrec, threads=None))
     elif name == "GRU4Rec-CE":
-        own = to_dict(replace(cfg.gru4rec, threads=None))
+        own = fingerprint_dict(replace(cfg.gru4rec, threads=None))
     elif name in HYBRIDS:
         run_cfg = _hybrid_run_config(name, seed, cfg)
-        own = to_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None)))
+        own = fingerprint_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None)))
     payload = {
         "model": name,
         "seed": None if name in DETERMINISTIC else seed,
@@ -273,7 +273,7 @@ def _liked_config(cfg: EvaluateConfig) -> RunConfig:
 def _liked_fingerprint(cfg: EvaluateConfig, data: MovieLensData) -> str:
     run_cfg = _liked_config(cfg)
     payload = {
-        "config": to_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None))),
+        "config": fingerprint_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None))),
         "seeds": list(cfg.seeds),
         "max_users": cfg.max_users,
         "data": [data.layout, len(data.movies), len(data.ratings.user_ids)],
