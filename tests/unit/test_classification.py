@@ -23,6 +23,7 @@ from hybridrec.training.evaluation.classification import (
 )
 from hybridrec.training.evaluation.metrics import auc
 from hybridrec.training.evaluation.splits import TemporalSplit, temporal_split
+from hybridrec.training.objectives.liked import BLENDS
 
 pytestmark = pytest.mark.unit
 
@@ -160,6 +161,53 @@ def test_histories_follow_the_protocol() -> None:
     assert inputs.cold.tensors["meta"][:, : spec.GENRE_SLOTS].sum().item() == 3.0  # genres kept
 
 
+def test_rating_features_read_only_earlier_train_rows() -> None:
+    from hybridrec.training.objectives.liked import RATING_PRIOR, rating_features
+
+    data = dataset(HISTORY_ROWS)
+    split = temporal_split(data)
+    inputs = prepare_hybrid_inputs(data, split, history_length=4)
+    train = split.train
+    g_liked, g_rating = float((train.ratings >= 4).mean()), float(train.ratings.mean())
+    # user 1's train rows: t = 0, 2, ..., 12 with ratings 1, 5, 5, 1, 5, 5, 1 (t % 3 == 0 -> 1), movies 100..106
+    rows = np.flatnonzero(train.user_ids == 1)
+    feats = inputs.train_ratings[rows]
+    assert feats.shape == (7, 6)
+    np.testing.assert_allclose(feats[0], np.zeros(6), atol=1e-6)  # nothing rated before: the global means, centred
+    r = train.ratings[rows].astype(np.float64)
+    k = 3  # the 4th row sees the user's first 3 ratings only
+    want = [
+        ((r[:k] >= 4).sum() + RATING_PRIOR * g_liked) / (k + RATING_PRIOR) - g_liked,
+        (r[:k].sum() + RATING_PRIOR * g_rating) / (k + RATING_PRIOR) - g_rating,
+        np.log1p(k) / 7.0,
+    ]
+    np.testing.assert_allclose(feats[k, :3], want, rtol=1e-5)
+    # the movie's side: movie 100 was rated 1 (user 1, t = 0) then 5 (user 2, t = 1)
+    second = np.flatnonzero((train.movie_ids == 100) & (train.user_ids == 2))[0]
+    one = rating_features(np.array([1]), np.array([0.0]), np.array([1.0]), train)[0]
+    np.testing.assert_allclose(inputs.train_ratings[second, 3:], one, rtol=1e-5)
+    # validation and test rows: all train rows, never a validation or test rating
+    user1 = rating_features(np.array([7]), np.array([(r >= 4).sum()]), np.array([r.sum()]), train)[0]
+    for part, feats_of in ((split.valid, inputs.valid_ratings), (split.test, inputs.test_ratings)):
+        np.testing.assert_allclose(feats_of[part.user_ids == 1, :3], [user1] * int((part.user_ids == 1).sum()))
+    movie100 = rating_features(np.array([2]), np.array([1.0]), np.array([6.0]), train)[0]
+    user3 = split.test.user_ids == 3  # no train rows; rated movie 100
+    np.testing.assert_allclose(inputs.test_ratings[user3], [[0.0, 0.0, 0.0, *movie100]], atol=1e-6)
+    cold = np.isin(split.test.movie_ids, [200, 201, 202])
+    np.testing.assert_allclose(inputs.test_ratings[cold, 3:], 0.0, atol=1e-6)  # no train rows: the global means
+
+
+def test_the_wide_part_is_a_logistic_regression() -> None:
+    from hybridrec.training.objectives.liked import fit_wide, wide_logits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20000, 2)).astype(np.float32)
+    y = rng.random(20000) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + 0.5)))
+    w = fit_wide(x, y)
+    np.testing.assert_allclose(w, [2.0, -1.0, 0.5], atol=0.1)
+    np.testing.assert_allclose(wide_logits(w, x[:3]), x[:3] @ w[:2] + w[2], rtol=1e-6)
+
+
 def test_hybrid_is_seeded_and_never_reads_the_scored_labels() -> None:
     torch.set_num_threads(1)
     data = dataset(HISTORY_ROWS)
@@ -167,11 +215,15 @@ def test_hybrid_is_seeded_and_never_reads_the_scored_labels() -> None:
     valid, test, info = train_hybrid_liked(data, split, TINY, seed=3)
     assert valid.shape == (3,) and test.shape == (3,) and np.isfinite(test).all()
     assert info["epochs"] == 1 and info["best_epoch"] == 1 and info["cold_items"] == 3
+    assert info["blend"] in BLENDS and info["history"][0]["valid_auc"] >= info["history"][0]["valid_auc_wide"]
     # the test ratings flipped (liked <-> not liked): identical scores
     t = split.test
     flipped = TemporalSplit(split.train, split.valid, Ratings(t.user_ids, t.movie_ids, 6.0 - t.ratings, t.timestamps))
     _, test2, _ = train_hybrid_liked(data, flipped, TINY, seed=3)
     np.testing.assert_array_equal(test, test2)
+    # the deep model alone: other scores
+    _, ids_only, _ = train_hybrid_liked(data, split, TINY, seed=3, rating_stats=False)
+    assert ids_only.shape == test.shape and not np.array_equal(ids_only, test)
 
 
 def test_liked_task_on_a_tiny_real_subset(data_dir: Path) -> None:

@@ -14,15 +14,19 @@ Models
     * ``Item liked-rate`` (:class:`ItemMeanClassifier`): the item's train liked-rate shrunk towards the global rate.
     * ``User+item bias`` (:class:`BiasClassifier`): ``mu + b_user + b_item`` fit to the 0/1 train labels by
       regularised alternating least squares.
+    * ``Rating statistics``: logistic regression (:func:`~hybridrec.training.objectives.liked.fit_wide`) over the
+      user's and the movie's train-row rating statistics (liked rate and mean rating shrunk towards the global
+      values, log count); for a train row, only the train rows before it count.
     * ``Hybrid`` (:func:`train_hybrid_liked`): the project's model (poster CNN + metadata item encoder, BiGRU user
       encoder over the history, fusion head with autoencoder) trained with binary cross-entropy on the train labels.
       The user of a row is encoded from the item ids the user rated before it: for a train row, the user's earlier
       train rows (the split's order, so ties follow ``(timestamp, userId, movieId)``); for a validation row, all of
       the user's train rows; for a test row, the train and validation rows. The item vocabulary (learned id rows) is
       the movies of the train rows; any other movie is encoded from its content alone with the UNK id, both as a
-      scored item and inside a history.
+      scored item and inside a history. By default it is wide & deep: its logit is a residual on the
+      ``Rating statistics`` logit, and validation picks the deep logit's weight (``info["blend"]``).
 
-:func:`liked_task` runs all four on one split and returns a JSON-able summary (mean and std over the hybrid's seeds).
+:func:`liked_task` runs them all on one split and returns a JSON-able summary (mean and std over the hybrid's seeds).
 """
 
 from __future__ import annotations
@@ -50,7 +54,9 @@ from hybridrec.training.objectives.liked import (
     all_item_embeddings,
     check_split,
     eval_scores,
+    fit_wide,
     prepare_hybrid_inputs,
+    wide_logits,
 )
 from hybridrec.training.train import set_seed
 
@@ -67,7 +73,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_NAMES = ("All-positive", "Item liked-rate", "User+item bias", "Hybrid")
+MODEL_NAMES = ("All-positive", "Item liked-rate", "User+item bias", "Rating statistics", "Hybrid")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -179,6 +185,7 @@ def train_hybrid_liked(
     *,
     progress: bool = False,
     inputs: HybridInputs | None = None,
+    rating_stats: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Train the hybrid on the train rows' liked labels; return (valid logits, test logits, info).
 
@@ -186,7 +193,8 @@ def train_hybrid_liked(
     plus the autoencoder's reconstruction), trained by the one fit loop (:func:`hybridrec.training.fit.fit`: Adam with
     ``run_cfg.optim``'s lr, weight decay, batch size and epochs, gradient clipping, early stopping on validation AUC
     with ``patience``, ``max_minutes``); the best epoch's weights score validation and test. ``inputs`` (from
-    :func:`prepare_hybrid_inputs`) may be passed to share the item tables between seeds.
+    :func:`prepare_hybrid_inputs`) may be passed to share the item tables between seeds. ``rating_stats``: wide & deep,
+    the deep logit a residual on the ``Rating statistics`` model's (see :class:`LikedObjective`).
 
     info: ``epochs`` run, ``best_epoch``, ``best_valid_auc``, ``wall_s``, ``history`` (per epoch: loss, valid AUC,
     elapsed seconds), ``vocabulary_items`` and ``cold_items`` (item rows outside the vocabulary).
@@ -208,8 +216,9 @@ def train_hybrid_liked(
         set_seed(seed)
         model = HybridModel(run_cfg.model, inputs.artifacts)
         opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        objective = LikedObjective(model, inputs, run_cfg, np.random.default_rng(seed))
-        best: list[Any] = []  # the best epoch's (weights, item embeddings, validation scores)
+        wide = fit_wide(inputs.train_ratings, inputs.train_label) if rating_stats else None
+        objective = LikedObjective(model, inputs, run_cfg, np.random.default_rng(seed), wide)
+        best: list[Any] = []  # the best epoch's (weights, item embeddings, deep validation logits, blend)
 
         def keep_best(_: dict[str, float]) -> None:
             assert objective.last is not None
@@ -220,13 +229,14 @@ def train_hybrid_liked(
         model.eval()
         if not best:  # no epoch ran (epochs = 0): score the initial weights
             all_items = all_item_embeddings(model, inputs, poster_cache(model, inputs.table))
-            valid_scores = eval_scores(
-                model, inputs, all_items, inputs.valid_hist, inputs.valid_user, inputs.valid_item
-            )
-        else:  # the best epoch's own item embeddings and validation scores: eval mode is deterministic
-            weights, all_items, valid_scores = best
+            deep_valid = eval_scores(model, inputs, all_items, inputs.valid_hist, inputs.valid_user, inputs.valid_item)
+            blend = 1.0
+        else:  # the best epoch's own item embeddings and validation logits: eval mode is deterministic
+            weights, all_items, deep_valid, blend = best
             model.load_state_dict(weights)
-        test_scores = eval_scores(model, inputs, all_items, inputs.test_hist, inputs.test_user, inputs.test_item)
+        deep_test = eval_scores(model, inputs, all_items, inputs.test_hist, inputs.test_user, inputs.test_item)
+        valid_scores = objective.combine(deep_valid, inputs.valid_ratings, blend)
+        test_scores = objective.combine(deep_test, inputs.test_ratings, blend)
         best_auc = state.best
         best_epoch = state.best_epoch
     info: dict[str, Any] = {
@@ -237,6 +247,7 @@ def train_hybrid_liked(
         "history": history,
         "vocabulary_items": len(inputs.artifacts.item_ids),
         "cold_items": len(inputs.cold),
+        **({"blend": blend} if rating_stats else {}),
     }
     return valid_scores, test_scores, info
 
@@ -258,7 +269,12 @@ def _summary(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def liked_task(
-    data: MovieLensData, run_cfg: RunConfig, seeds: Sequence[int], *, progress: bool = False
+    data: MovieLensData,
+    run_cfg: RunConfig,
+    seeds: Sequence[int],
+    *,
+    progress: bool = False,
+    rating_stats: bool = True,
 ) -> dict[str, Any]:
     """The liked classification comparison on the temporal split of ``data`` (first ``run_cfg.data.max_users``
     users when set).
@@ -304,10 +320,16 @@ def liked_task(
         out["models"][name] = baseline(fitted.score(split.valid), fitted.score(split.test), t0)
 
     inputs = prepare_hybrid_inputs(data, split, run_cfg.data.history_length)
+    if rating_stats:  # the wide part alone: what the hybrid's deep part must add to
+        t0 = time.time()
+        wide = fit_wide(inputs.train_ratings, inputs.train_label)
+        out["models"]["Rating statistics"] = baseline(
+            wide_logits(wide, inputs.valid_ratings), wide_logits(wide, inputs.test_ratings), t0
+        )
     runs = []
     for seed in seeds:
         valid_scores, test_scores, info = train_hybrid_liked(
-            data, split, run_cfg, seed, progress=progress, inputs=inputs
+            data, split, run_cfg, seed, progress=progress, inputs=inputs, rating_stats=rating_stats
         )
         report = classification_report(valid_scores, y_valid, test_scores, y_test)
         runs.append({"seed": seed, "metrics": report, "wall_s": info["wall_s"], "info": info})

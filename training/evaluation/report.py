@@ -146,6 +146,12 @@ def goals(metrics: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"- Liked task, hybrid AUC above the user+item bias baseline's: {_met(a > b)} ({a:.4f} vs {b:.4f})."
         )
+        if "Rating statistics" in liked:
+            c = liked["Rating statistics"]["mean"].get("auc", float("nan"))
+            lines.append(
+                "- Liked task, the deep part adds to its wide part (hybrid AUC above the rating statistics' alone): "
+                f"{'**yes**' if a > c else '**no**'} ({a:.4f} vs {c:.4f})."
+            )
     return lines
 
 
@@ -296,6 +302,15 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
             "F1 is shown next to the all-positive classifier's F1: the class prior alone gives a high F1 here.",
             "",
         ]
+        blends = [s.get("info", {}).get("blend") for s in liked.get("models", {}).get("Hybrid", {}).get("seeds", [])]
+        if "Rating statistics" in liked.get("models", {}) and None not in blends:
+            lines += [
+                "`Rating statistics` is a logistic regression over the user's and the movie's train rating statistics "
+                "(liked rate and mean rating shrunk towards the global values, log count). The hybrid here is wide & "
+                "deep: its deep logit is trained as a residual on that logistic regression's, and validation AUC picks "
+                f"the deep logit's weight w (score = wide + w * deep); per seed, w = {blends}.",
+                "",
+            ]
         split = liked.get("split", {})
         if split:
             lines += [f"Split: {', '.join(f'{k} {v}' for k, v in split.items())}.", ""]

@@ -75,6 +75,9 @@ class EvaluateConfig:
     sasrec: SASRecConfig = field(default_factory=SASRecConfig)
     gru4rec: GRU4RecConfig = field(default_factory=GRU4RecConfig)
     liked_task: bool = True  # also the temporal 70/15/15 "liked" classification table
+    # the liked task's hybrid is wide & deep: its deep logit is a residual on a logistic regression over the user's
+    # and the movie's train rating statistics (the "Rating statistics" row); False: the deep model alone
+    liked_rating_stats: bool = True
     liked_max_minutes: float | None = None  # the liked task's wall-time guard per seed (None: the hybrid's own)
     workers: int = 1  # (model, seed) fits in parallel processes, one thread each (1: in this process)
 
@@ -275,6 +278,7 @@ def _liked_fingerprint(cfg: EvaluateConfig, data: MovieLensData) -> str:
     payload = {
         "config": fingerprint_dict(replace(run_cfg, optim=replace(run_cfg.optim, threads=None))),
         "seeds": list(cfg.seeds),
+        **({"rating_stats": True} if cfg.liked_rating_stats else {}),
         "max_users": cfg.max_users,
         "data": [data.layout, len(data.movies), len(data.ratings.user_ids)],
     }
@@ -284,7 +288,7 @@ def _liked_fingerprint(cfg: EvaluateConfig, data: MovieLensData) -> str:
 def _liked(data: MovieLensData, cfg: EvaluateConfig) -> dict[str, Any]:
     from hybridrec.training.evaluation.classification import liked_task
 
-    return liked_task(data, _liked_config(cfg), cfg.seeds)
+    return liked_task(data, _liked_config(cfg), cfg.seeds, rating_stats=cfg.liked_rating_stats)
 
 
 def _liked_in_worker() -> dict[str, Any]:
