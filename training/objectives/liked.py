@@ -23,6 +23,7 @@ from hybridrec.training.evaluation.metrics import auc
 from hybridrec.training.evaluation.splits import TemporalSplit, liked
 from hybridrec.training.features import ItemTable, item_embeddings, pad_histories, poster_cache
 from hybridrec.training.modules import HybridModel
+from hybridrec.training.objectives.next_item import BLENDS  # the served blend's grid, here for the deep logit's weight
 
 SCORE_CHUNK = 8192  # rows per fusion-head call when scoring
 
@@ -294,9 +295,6 @@ def eval_scores(
             u, i = user_row[s : s + SCORE_CHUNK], item_row[s : s + SCORE_CHUNK]
             out.append(model.fusion_head.logits(user_emb[u], items[i].unsqueeze(1))[0][:, 0])
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
-
-
-BLENDS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)  # weights of the deep logit on top of the wide one, chosen on validation
 
 
 class LikedObjective:
