@@ -503,3 +503,32 @@ def test_summary_keeps_the_kept_epoch_for_the_served_vs_retrieval_goal() -> None
     info = metrics["models"]["Hybrid"]["info"][0]
     assert "history" not in info and info["kept_epoch"]["val_dot_ndcg@10"] == 0.05
     assert "every seed: **met** (seed 0: 0.0600 vs 0.0500)" in "\n".join(goals(metrics))
+
+
+def test_schedule_minutes_takes_jobs_in_order_on_the_first_free_worker() -> None:
+    """The from-scratch estimate on the results page: jobs in submission order, each on the first free worker, so the
+    order changes the wall time of the same jobs."""
+    from hybridrec.training.evaluation.run import schedule_minutes
+
+    assert schedule_minutes([600.0, 600.0, 600.0], 1) == 30.0
+    assert schedule_minutes([], 2) == 0.0
+    # first: [1200] [300 + 300 + 300 + 600] -> 25 min; last: [300 + 300 + 1200] [300 + 600] -> 30 min
+    assert schedule_minutes([1200.0, 300.0, 300.0, 300.0, 600.0], 2) == 25.0
+    assert schedule_minutes([300.0, 300.0, 300.0, 600.0, 1200.0], 2) == 30.0
+
+
+def test_history_slices_split_users_by_training_length() -> None:
+    """Quantile groups of the test users by training-history length: every user in exactly one group, labelled with
+    the group's length range; ties at an edge go to the group above it, the longest length to the last group."""
+    from hybridrec.training.evaluation.run import history_slices
+
+    train = {u: np.arange(n) for u, n in enumerate([2, 3, 4, 5, 6, 7, 8, 100])}
+    slices = history_slices(train, list(train), parts=4)
+    assert sorted(np.concatenate(list(slices.values())).tolist()) == list(train)
+    # quantile edges 2, 3.75, 5.5, 7.25, 100, rounded to 2, 4, 6, 7, 100
+    assert {k: v.tolist() for k, v in slices.items()} == {"2-3": [0, 1], "4-5": [2, 3], "6": [4], "7-100": [5, 6, 7]}
+    assert history_slices(train, [], parts=4) == {}
+    # every user with the same length: one group
+    assert {k: v.tolist() for k, v in history_slices({0: np.arange(5), 1: np.arange(5)}, [0, 1]).items()} == {
+        "5": [0, 1]
+    }

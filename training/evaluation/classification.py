@@ -280,9 +280,9 @@ def liked_task(
     users when set).
 
     Returns ``{"split": {...}, "models": {name: {"seeds": [...], "mean": {...}, "std": {...}}}}`` with the names of
-    :data:`MODEL_NAMES`. Each entry of ``seeds`` is ``{"seed", "metrics", "wall_s"}`` (plus ``info`` for the hybrid;
-    the deterministic baselines run once with seed None); ``metrics`` is :func:`classification_report`'s dict and
-    ``mean``/``std`` are taken over it.
+    :data:`MODEL_NAMES` (all but ``Rating statistics`` when ``rating_stats`` is false). Each entry of ``seeds`` is
+    ``{"seed", "metrics", "wall_s"}`` (plus ``info`` for the hybrid; the deterministic baselines run once with seed
+    None); ``metrics`` is :func:`classification_report`'s dict and ``mean``/``std`` are taken over it.
     """
     seeds = list(seeds)
     if not seeds:

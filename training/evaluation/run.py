@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -388,8 +389,10 @@ def evaluate(
                 initargs=(data, cfg, out, cache, logging.getLogger().getEffectiveLevel() or logging.INFO),
             ) as pool,
         ):
-            liked_job = pool.submit(_liked_in_worker) if redo_liked else None
             jobs = [pool.submit(_fit_in_worker, name, seed, prints[name, seed]) for name, seed in todo]
+            # The liked task goes last: submitted first, its single ~14-min job left the two workers unevenly loaded
+            # at the end (about 5 min more wall time on the cached fit times, see `schedule_minutes`).
+            liked_job = pool.submit(_liked_in_worker) if redo_liked else None
             # as each job ends: the liked task's result is written the moment it is there (an evaluation stopped
             # later keeps it, as the fits keep their caches); a failed fit raises here, the finished ones stay cached
             pending: list[Future[Any]] = [*jobs, *([liked_job] if liked_job is not None else [])]
@@ -409,13 +412,15 @@ def evaluate(
         if path.exists():
             results.setdefault(name, []).append(_load(path))
 
-    metrics = summarize(results, cold, cfg)
+    slices = history_slices(ctx.ix.train, test_users)
+    metrics = summarize(results, cold, cfg, slices)
     metrics["dataset"] = {
         "layout": data.layout,
         "users_evaluated": len(test_users),
         "items": ctx.ix.num_items,
         "cold_users": len(cold),
         "cold_threshold": cfg.cold_threshold,
+        "history_slices": {label: len(users) for label, users in slices.items()},
     }
     if liked is not None:
         metrics["liked"] = liked
@@ -425,6 +430,12 @@ def evaluate(
     # fitting time of every cached (model, seed) result, i.e. the cost of reproducing the table from scratch
     liked_s = sum(r.get("wall_s", 0.0) for m in metrics.get("liked", {}).get("models", {}).values() for r in m["seeds"])
     metrics["fit_s_total"] = round(sum(r.fit_s for runs in results.values() for r in runs) + liked_s, 1)
+    # what a from-scratch run costs: these fit times, in the order evaluate submits them, on `workers` processes
+    fit_s = {
+        (name, r.seed if r.seed is not None else cfg.seeds[0]): r.fit_s for name, runs in results.items() for r in runs
+    }
+    durations = [fit_s[p] for p in plan if p in fit_s] + ([liked_s] if liked_s else [])
+    metrics["from_scratch_min"] = round(schedule_minutes(durations, max(1, cfg.workers)), 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     from hybridrec.training.evaluation.report import markdown, plots
 
@@ -438,6 +449,16 @@ def evaluate(
         for f in figures:  # the table's plots sit beside the docs page
             (docs.parent / f.name).write_bytes(f.read_bytes())
     return metrics
+
+
+def schedule_minutes(durations: Sequence[float], workers: int) -> float:
+    """Wall minutes for jobs of these durations (s), taken in order by the first free of `workers` processes, as
+    the evaluation's process pool takes them (per-fit overhead outside the fit time is not counted)."""
+    free = [0.0] * workers
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free) / 60.0
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -454,13 +475,45 @@ def per_user(results: Sequence[SeedResult], metric: str = "ndcg@10") -> tuple[np
     return users, np.mean([r.test.values()[metric] for r in results], axis=0)
 
 
-def summarize(results: dict[str, list[SeedResult]], cold: np.ndarray, cfg: EvaluateConfig) -> dict[str, Any]:
+def history_slices(train: Mapping[int, np.ndarray], users: Sequence[int], parts: int = 4) -> dict[str, np.ndarray]:
+    """The test users split by the length of their training history into ``parts`` quantile groups, labelled with
+    their length range ("18-33"): where in the history-length range each model wins or loses."""
+    ids = np.asarray(users, dtype=np.int64)
+    if not len(ids):
+        return {}
+    lengths = np.array([len(train[int(u)]) if int(u) in train else 0 for u in ids])
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, parts + 1)).round().astype(np.int64))
+    if len(edges) == 1:  # every user has the same length
+        return {str(edges[0]): ids}
+    out: dict[str, np.ndarray] = {}
+    for i, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        last = i == len(edges) - 2
+        keep = (lengths >= lo) & ((lengths <= hi) if last else (lengths < hi))
+        if keep.any():
+            top = hi if last else hi - 1
+            out[f"{lo}-{top}" if top > lo else f"{lo}"] = ids[keep]
+    return out
+
+
+def summarize(
+    results: dict[str, list[SeedResult]],
+    cold: np.ndarray,
+    cfg: EvaluateConfig,
+    slices: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Per model: every metric (mean, std over seeds) on all test users and the cold slice, NDCG@10 on each of
+    ``slices`` (``by_history``), validation NDCG@10, fit seconds; then the paired tests of the hybrid."""
     models: dict[str, Any] = {}
     for name, runs in results.items():
         row: dict[str, Any] = {"seeds": [r.seed for r in runs], "deterministic": name in DETERMINISTIC}
         for metric in METRICS:
             row[metric] = _mean_std([r.test.summary()[metric] for r in runs])
             row[f"cold_{metric}"] = _mean_std([r.test.subset(cold).summary()[metric] for r in runs])
+        if slices:
+            row["by_history"] = {
+                label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
+                for label, users in slices.items()
+            }
         row["valid_ndcg@10"] = _mean_std([r.valid_ndcg for r in runs])
         row["fit_s"] = _mean_std([r.fit_s for r in runs])
         # the per-epoch history stays in the cache; the kept epoch's entry (served vs retrieval) goes to the report
