@@ -85,6 +85,9 @@ class OptimConfig:
     max_minutes: float | None = None  # wall-time budget: stop after the epoch that crosses it
     seed: int = 0
     threads: int | None = None
+    # exponential moving average of the weights (decay per step; None: off): validation, the kept model and what is
+    # served use the average, training steps the raw weights
+    ema_decay: float | None = field(default=None, metadata=ADDED_SWITCH)
 
 
 @dataclass(frozen=True)

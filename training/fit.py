@@ -78,6 +78,7 @@ def fit(
     state = state or FitState()
     t0 = time.time() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     prefix = f"{name} " if name else ""
+    ema = WeightAverage(model, o.ema_decay) if o.ema_decay else None
     for epoch in range(state.next_epoch, o.epochs):
         batches = objective.batches(epoch)
         model.train()
@@ -89,11 +90,15 @@ def fit(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(float(loss.detach()))
         model.eval()
         mean_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else 0.0)
         state.next_epoch = epoch + 1
         stop = False
+        if ema is not None:
+            ema.swap(model)  # validate (and keep, through on_best) the averaged weights
         if ctx.is_main:  # validation, early stopping and the hooks are rank 0's; its decision is broadcast
             with torch.no_grad():
                 metrics = objective.validate()
@@ -113,11 +118,41 @@ def fit(
             elif o.max_minutes is not None and time.time() - t0 > 60 * o.max_minutes:
                 log.info("%swall-time budget of %.1f min reached", prefix, o.max_minutes)
                 state.stopped, stop = "budget", True
-            if on_epoch:
-                on_epoch(state)
+        if ema is not None:
+            ema.swap(model)  # back to the raw weights, which training continues from and the checkpoint keeps
+            if hasattr(objective, "validated"):
+                objective.validated = None  # validation's item features came from the averaged weights
+        if ctx.is_main and on_epoch:
+            on_epoch(state)
         if ctx.broadcast_flag(stop):
             break
     return state
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters, updated after every optimiser step; ``swap`` exchanges
+    the model's parameters with the average (twice: back again)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"optim.ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        del model  # the parameters were taken at construction
+        for p, a in zip(self.params, self.average, strict=True):
+            a.lerp_(p.detach(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self, model: nn.Module) -> None:
+        del model
+        for p, a in zip(self.params, self.average, strict=True):
+            tmp = p.detach().clone()
+            p.copy_(a)
+            a.copy_(tmp)
 
 
 def progress_bar(it: range, enabled: bool, desc: str, lines: int = 10) -> Any:

@@ -63,3 +63,44 @@ def test_fit_resumes_from_a_state_and_honours_the_time_budget() -> None:
     state = fit(model, objective, torch.optim.SGD(model.parameters(), lr=0.01), o, state=start)
     assert objective.epochs == 1 and state.next_epoch == 2 and state.stopped == "budget"
     assert state.best == 0.5 and state.best_epoch == 2 and len(state.history) == 2
+
+
+def test_weight_average_validates_the_average_and_trains_the_raw_weights() -> None:
+    """With optim.ema_decay, validation (and on_best, which saves the model) sees the moving average of the weights;
+    training and the checkpoint hook go on with the raw weights."""
+    from hybridrec.training.fit import WeightAverage
+
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    avg = WeightAverage(model, 0.5)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    avg.update(model)  # 0.5 * 1 + 0.5 * 3
+    avg.swap(model)
+    assert model.weight.item() == 2.0
+    avg.swap(model)
+    assert model.weight.item() == 3.0
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(model, 1.0)
+
+    seen: dict[str, list[float]] = {"validate": [], "best": [], "epoch": []}
+    model = nn.Linear(1, 1, bias=False)
+
+    class Watched(Scripted):
+        def validate(self) -> dict[str, float]:
+            seen["validate"].append(model.weight.item())
+            return super().validate()
+
+    o = OptimConfig(lr=0.1, epochs=3, patience=5, ema_decay=0.9)
+    fit(
+        model,
+        Watched(model, [0.1, 0.2, 0.3]),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        o,
+        on_best=lambda m: seen["best"].append(model.weight.item()),
+        on_epoch=lambda s: seen["epoch"].append(model.weight.item()),
+    )
+    assert seen["best"] == seen["validate"]  # the saved model is the validated (averaged) one
+    raw = model.weight.item()
+    assert seen["epoch"][-1] == raw and all(abs(3.0 - v) > abs(3.0 - raw) for v in seen["validate"])
