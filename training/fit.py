@@ -91,14 +91,14 @@ def fit(
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             opt.step()
             if ema is not None:
-                ema.update(model)
+                ema.update()
             losses.append(float(loss.detach()))
         model.eval()
         mean_loss = ctx.all_reduce_mean(float(np.mean(losses)) if losses else 0.0)
         state.next_epoch = epoch + 1
         stop = False
         if ema is not None:
-            ema.swap(model)  # validate (and keep, through on_best) the averaged weights
+            ema.swap()  # validate (and keep, through on_best) the averaged weights
         if ctx.is_main:  # validation, early stopping and the hooks are rank 0's; its decision is broadcast
             with torch.no_grad():
                 metrics = objective.validate()
@@ -119,9 +119,7 @@ def fit(
                 log.info("%swall-time budget of %.1f min reached", prefix, o.max_minutes)
                 state.stopped, stop = "budget", True
         if ema is not None:
-            ema.swap(model)  # back to the raw weights, which training continues from and the checkpoint keeps
-            if hasattr(objective, "validated"):
-                objective.validated = None  # validation's item features came from the averaged weights
+            ema.swap()  # back to the raw weights, which training continues from and the checkpoint keeps
         if ctx.is_main and on_epoch:
             on_epoch(state)
         if ctx.broadcast_flag(stop):
@@ -141,14 +139,12 @@ class WeightAverage:
         self.average = [p.detach().clone() for p in self.params]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        del model  # the parameters were taken at construction
+    def update(self) -> None:
         for p, a in zip(self.params, self.average, strict=True):
             a.lerp_(p.detach(), 1.0 - self.decay)
 
     @torch.no_grad()
-    def swap(self, model: nn.Module) -> None:
-        del model
+    def swap(self) -> None:
         for p, a in zip(self.params, self.average, strict=True):
             tmp = p.detach().clone()
             p.copy_(a)

@@ -76,10 +76,10 @@ def test_weight_average_validates_the_average_and_trains_the_raw_weights() -> No
     avg = WeightAverage(model, 0.5)
     with torch.no_grad():
         model.weight.fill_(3.0)
-    avg.update(model)  # 0.5 * 1 + 0.5 * 3
-    avg.swap(model)
+    avg.update()  # 0.5 * 1 + 0.5 * 3
+    avg.swap()
     assert model.weight.item() == 2.0
-    avg.swap(model)
+    avg.swap()
     assert model.weight.item() == 3.0
     with pytest.raises(ValueError, match="ema_decay"):
         WeightAverage(model, 1.0)

@@ -256,8 +256,10 @@ class NextItemObjective:
         examples = self.ctx.shard(epoch_examples(self.train_seq, self.users, self.cfg.data.targets_per_user, rng))
         self.model.eval()
         with torch.no_grad():
-            # the last validation's features when it ran (same weights, eval mode): no second pass over the posters
-            self.cache, items = self.validated or self._item_features()
+            # the last validation's features when it ran (same weights, eval mode): no second pass over the posters.
+            # With a weight average, validation ran on the averaged weights, not on those training continues from.
+            reuse = self.validated if self.cfg.optim.ema_decay is None else None
+            self.cache, items = reuse or self._item_features()
             self.validated = None
             # this epoch's content features of the history items (see SequenceEncoder)
             self.model.sequence_encoder.set_item_content(items)
