@@ -17,6 +17,9 @@ class ItemEncoderConfig:
     people_dim: int = 32
     id_dim: int = 32
     id_dropout: float = 0.2  # mask the id token of this share of training items so content alone learns to score
+    # mask each content token (poster, genres, year, people, overview) of a training item with this probability: a
+    # poster and its overview words identify a movie as well as its id does, and can memorise it without id dropout
+    content_dropout: float = field(default=0.0, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
     # LayerNorm on the fused embedding: every item then has about the same norm, so the retrieval's dot product cannot

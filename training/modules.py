@@ -201,6 +201,11 @@ class ItemEncoder(nn.Module):
             ],
             dim=1,
         )
+        if self.training and self.cfg.content_dropout > 0:
+            keep = torch.rand(present.shape, device=present.device) >= self.cfg.content_dropout
+            keep[:, 0] = True  # the bias token
+            keep[:, -1] = True  # the id token has its own id_dropout
+            present = present & keep
         logits = (self.key(tokens) @ self.query) / math.sqrt(self.dim)
         weights = torch.softmax(torch.where(present, logits, torch.full_like(logits, NEG)), dim=-1)
         fused = (weights.unsqueeze(-1) * self.value(tokens)).sum(1)

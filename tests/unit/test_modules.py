@@ -137,3 +137,21 @@ def test_tied_item_ids_share_one_parameter_and_round_trip_a_state_dict() -> None
     torch.testing.assert_close(copy.item_encoder.id_emb.weight, model.item_encoder.id_emb.weight)
     with pytest.raises(ValueError, match="tie_item_ids"):
         HybridModel(ModelConfig(sequence=SequenceEncoderConfig(tie_item_ids=True)), ART)
+
+
+def test_content_dropout_masks_content_tokens_in_training_only() -> None:
+    """content_dropout=1: a training item is its bias and id tokens alone (its poster and metadata change nothing);
+    in eval every present token takes part again."""
+    torch.manual_seed(0)
+    model = HybridModel(ModelConfig(item=ItemEncoderConfig(content_dropout=1.0, id_dropout=0.0)), ART)
+    enc = model.item_encoder
+    b = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 4, "L": 6}, id_high=40)
+    items = [torch.from_numpy(b[t.name]) for t in spec.ITEM_INPUTS]
+    other = [x.clone() for x in items]
+    other[1] = 255 - other[1]  # another poster
+    other[2] = torch.rand_like(other[2])  # other genres and year
+    with torch.no_grad():
+        enc.train()
+        torch.testing.assert_close(enc(*items), enc(*other), rtol=0, atol=1e-6)
+        enc.eval()
+        assert not torch.allclose(enc(*items), enc(*other), atol=1e-4)

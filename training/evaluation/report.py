@@ -168,10 +168,11 @@ def _budgets(cfg: Mapping[str, Any]) -> str:
         "every training prefix" if d.get("targets_per_user") is None else f"{d['targets_per_user']} prefixes per user"
     )
     softmax = "full softmax" if o.get("softmax_negatives") is None else f"{o['softmax_negatives']}-item sampled softmax"
+    ema = f", its weights' moving average (decay {o['ema_decay']}) validated and kept" if o.get("ema_decay") else ""
     sas, gru = cfg.get("sasrec", {}), cfg.get("gru4rec", {})
     return (
         f"Budgets: every hybrid variant trains on {prefixes} per epoch ({softmax}, batch {o.get('batch_size')}, "
-        f"lr {o.get('lr')}) until validation NDCG@10 has not improved for {o.get('patience')} epochs (at most "
+        f"lr {o.get('lr')}{ema}) until validation NDCG@10 has not improved for {o.get('patience')} epochs (at most "
         f"{o.get('epochs')} epochs or {o.get('max_minutes')} min), the best validation epoch kept; SASRec-CE and "
         f"GRU4Rec-CE train until validation NDCG@10 has not improved for {sas.get('patience')} / "
         f"{gru.get('patience')} epochs (at most {sas.get('epochs')} / {gru.get('epochs')} epochs or "
