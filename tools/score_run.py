@@ -4,8 +4,9 @@ evaluation.
 
     .venv/bin/python tools/score_run.py runs/demo [--data DIR]
 
-Prints validation and test NDCG@10 / HR@10 and the cold slice's HR@10 (test targets with <= 5 training
-interactions). Choose settings on the validation numbers only.
+Prints validation and test NDCG@10 / HR@10, the cold slice's HR@10 (test targets with <= 5 training
+interactions) and NDCG@10 where the target was rated in the same second as the history's last item, or later.
+Choose settings on the validation numbers only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.hybrid import HybridScorer
 from hybridrec.training.evaluation.metrics import cold_item_users, evaluate_ranking
+from hybridrec.training.evaluation.run import SAME_SECOND, same_second_slices
 from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
 from hybridrec.training.train import load_run_config
 
@@ -27,9 +29,11 @@ def main() -> None:
     parser.add_argument("--cold-threshold", type=int, default=5)
     args = parser.parse_args()
     data = load_movielens(resolve_data_dir(args.data))
-    ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
+    split = leave_one_out_split(data)
+    ix = split.indexed(ItemIndex.from_data(data))
     scorer = HybridScorer(load_run_config(args.run), args.run, data).load()
-    valid = evaluate_ranking(scorer.score, *ix.stage("valid")).summary()
+    valid_all = evaluate_ranking(scorer.score, *ix.stage("valid"))
+    valid = valid_all.summary()
     test = evaluate_ranking(scorer.score, *ix.stage("test"))
     cold = cold_item_users(ix.train, ix.test, ix.num_items, args.cold_threshold)
     out = {
@@ -40,6 +44,13 @@ def main() -> None:
         "cold_users": len(cold),
         "cold_hr@10": test.subset(cold).summary()["hr@10"],
     }
+    # where the target shares its second with the history's last item (docs/results.md, "by when the test item was
+    # rated"), on both stages
+    for stage, result in (("valid", valid_all), ("test", test)):
+        for label, users in same_second_slices(split, result.users.tolist(), stage).items():
+            key = "same_second" if label == SAME_SECOND else "later"
+            out[f"{stage}_{key}_users"] = len(users)
+            out[f"{stage}_{key}_ndcg@10"] = result.subset(users).summary()["ndcg@10"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
 
 

@@ -20,6 +20,9 @@ class ItemEncoderConfig:
     # mask each content token (poster, genres, year, people, overview) of a training item with this probability: a
     # poster and its overview words identify a movie as well as its id does, and can memorise it without id dropout
     content_dropout: float = field(default=0.0, metadata=ADDED_SWITCH)
+    # add the id token to the fused embedding as well as fusing it: the attention average gives the id one share of
+    # seven tokens, while the order of what users watch next is often specific to one movie, not to its content
+    id_residual: bool = field(default=False, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
     # LayerNorm on the fused embedding: every item then has about the same norm, so the retrieval's dot product cannot
@@ -91,6 +94,9 @@ class OptimConfig:
     # exponential moving average of the weights (decay per step; None: off): validation, the kept model and what is
     # served use the average, training steps the raw weights
     ema_decay: float | None = field(default=None, metadata=ADDED_SWITCH)
+    # "linear": the learning rate falls linearly from `lr` to 0 over `epochs` epochs (per step); "constant": no decay.
+    # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps
+    lr_decay: str = field(default="constant", metadata=ADDED_SWITCH)
 
 
 @dataclass(frozen=True)

@@ -79,12 +79,16 @@ def fit(
     t0 = time.time() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     prefix = f"{name} " if name else ""
     ema = WeightAverage(model, o.ema_decay) if o.ema_decay else None
+    schedule = lr_schedule(o)
     for epoch in range(state.next_epoch, o.epochs):
         batches = objective.batches(epoch)
         model.train()
         losses: list[float] = []
         desc = f"{prefix}epoch {epoch + 1}/{o.epochs}"
         for step in progress_bar(range(len(batches)), progress and ctx.is_main, desc):
+            if schedule is not None:  # a function of (epoch, step) alone: a resumed fit continues the same schedule
+                for group in opt.param_groups:
+                    group["lr"] = o.lr * schedule(epoch + step / len(batches))
             loss = objective.loss(batches[step])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -125,6 +129,19 @@ def fit(
         if ctx.broadcast_flag(stop):
             break
     return state
+
+
+LR_DECAYS = ("constant", "linear")
+
+
+def lr_schedule(o: OptimConfig) -> Callable[[float], float] | None:
+    """The learning rate's factor as a function of training progress in epochs (None: constant ``o.lr``)."""
+    if o.lr_decay not in LR_DECAYS:
+        raise ValueError(f"optim.lr_decay must be one of {', '.join(LR_DECAYS)}, got {o.lr_decay!r}")
+    if o.lr_decay == "constant":
+        return None
+    total = max(1, o.epochs)
+    return lambda progress: max(0.0, 1.0 - progress / total)
 
 
 class WeightAverage:

@@ -209,6 +209,8 @@ class ItemEncoder(nn.Module):
         logits = (self.key(tokens) @ self.query) / math.sqrt(self.dim)
         weights = torch.softmax(torch.where(present, logits, torch.full_like(logits, NEG)), dim=-1)
         fused = (weights.unsqueeze(-1) * self.value(tokens)).sum(1)
+        if self.cfg.id_residual:  # the id's own vector on top of its attention share (absent ids add nothing)
+            fused = fused + id_tok * present[:, -1:].to(fused.dtype)
         return self.norm(fused) if self.cfg.output_norm else fused
 
 

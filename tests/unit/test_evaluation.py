@@ -532,3 +532,25 @@ def test_history_slices_split_users_by_training_length() -> None:
     assert {k: v.tolist() for k, v in history_slices({0: np.arange(5), 1: np.arange(5)}, [0, 1]).items()} == {
         "5": [0, 1]
     }
+
+
+def test_same_second_slices_split_users_by_the_test_ratings_timestamp() -> None:
+    """Users whose test rating shares the validation rating's second, and the others; users without a test item
+    (fewer than 3 ratings) are in neither group."""
+    from hybridrec.data import Ratings
+    from hybridrec.training.evaluation.run import LATER, SAME_SECOND, same_second_slices
+    from hybridrec.training.evaluation.splits import leave_one_out_split
+
+    rows = [  # (user, movie, timestamp)
+        (1, 10, 1), (1, 11, 2), (1, 12, 5), (1, 13, 5),  # valid and test in the same second
+        (2, 10, 1), (2, 11, 1), (2, 12, 1), (2, 13, 9),  # test later
+        (3, 10, 1), (3, 11, 1),  # too short to evaluate
+    ]
+    u, m, t = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    split = leave_one_out_split(Ratings(u, m, np.full(len(u), 4.0, dtype=np.float32), t))
+    slices = same_second_slices(split, [1, 2])
+    assert {k: v.tolist() for k, v in slices.items()} == {SAME_SECOND: [1], LATER: [2]}
+    assert list(same_second_slices(split, [2])) == [LATER]
+    # validation: the validation item against the last training item (user 2's share a second, user 1's do not)
+    slices = same_second_slices(split, [1, 2, 3], stage="valid")
+    assert {k: v.tolist() for k, v in slices.items()} == {SAME_SECOND: [2], LATER: [1]}

@@ -104,3 +104,23 @@ def test_weight_average_validates_the_average_and_trains_the_raw_weights() -> No
     assert seen["best"] == seen["validate"]  # the saved model is the validated (averaged) one
     raw = model.weight.item()
     assert seen["epoch"][-1] == raw and all(abs(3.0 - v) > abs(3.0 - raw) for v in seen["validate"])
+
+
+def test_linear_lr_decay_falls_per_step_to_zero_over_the_epochs_and_resumes_on_schedule() -> None:
+    model = nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    lrs: list[float] = []
+
+    class Recorded(Scripted):
+        def loss(self, batch: Tensor) -> Tensor:
+            lrs.append(opt.param_groups[0]["lr"])
+            return super().loss(batch)
+
+    o = OptimConfig(lr=0.1, epochs=2, patience=5, lr_decay="linear")
+    fit(model, Recorded(model, [0.1, 0.2]), opt, o)
+    assert lrs == pytest.approx([0.1, 0.075, 0.05, 0.025])  # 2 epochs of 2 steps
+    lrs.clear()  # a fit resumed at epoch 2 takes the second epoch's rates, not the first's
+    fit(model, Recorded(model, [0.3]), opt, o, state=FitState(next_epoch=1, history=[{"epoch": 1.0, "elapsed_s": 0}]))
+    assert lrs == pytest.approx([0.05, 0.025])
+    with pytest.raises(ValueError, match="lr_decay"):
+        fit(model, Scripted(model, [0.1]), opt, replace(o, lr_decay="cosine"))

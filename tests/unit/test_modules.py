@@ -155,3 +155,21 @@ def test_content_dropout_masks_content_tokens_in_training_only() -> None:
         torch.testing.assert_close(enc(*items), enc(*other), rtol=0, atol=1e-6)
         enc.eval()
         assert not torch.allclose(enc(*items), enc(*other), atol=1e-4)
+
+
+def test_id_residual_adds_the_id_vector_of_known_items_only() -> None:
+    """id_residual: a known item's embedding is the fused one plus its id token (before the LayerNorm); an UNK or
+    cold item, which has no id token, is unchanged."""
+    torch.manual_seed(0)
+    plain = HybridModel(ModelConfig(item=ItemEncoderConfig(output_norm=False)), ART).eval()
+    model = HybridModel(ModelConfig(item=ItemEncoderConfig(output_norm=False, id_residual=True)), ART).eval()
+    model.load_state_dict(plain.state_dict())
+    b = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 4, "L": 6}, id_high=40)
+    b["item_id"][0, :] = [5, 6, spec.UNK_ID, 7]
+    items = [torch.from_numpy(b[t.name]) for t in spec.ITEM_INPUTS]
+    with torch.no_grad():
+        enc = model.item_encoder
+        id_tok = enc.id_proj(enc.id_emb(items[0][0]))
+        diff = enc(*items)[0] - plain.item_encoder(*items)[0]
+    torch.testing.assert_close(diff[[0, 1, 3]], id_tok[[0, 1, 3]], rtol=0, atol=1e-5)
+    torch.testing.assert_close(diff[2], torch.zeros_like(diff[2]), rtol=0, atol=1e-6)

@@ -83,7 +83,8 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     assert "output_norm" in full["model"]["item"] and "output_norm" not in fp["model"]["item"]
     assert "tie_item_ids" not in fp["model"]["sequence"] and "ema_decay" not in fp["optim"]
     full["model"]["item"].pop("output_norm"), full["model"]["sequence"].pop("tie_item_ids")
-    full["optim"].pop("ema_decay"), full["model"]["item"].pop("content_dropout")
+    full["optim"].pop("ema_decay"), full["model"]["item"].pop("content_dropout"), full["optim"].pop("lr_decay")
+    full["model"]["item"].pop("id_residual")
     assert fp == full
     tied = load_yaml(RunConfig, None, {"model.sequence.tie_item_ids": True})
     assert fingerprint_dict(tied)["model"]["sequence"]["tie_item_ids"] is True
@@ -91,6 +92,8 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     assert fingerprint_dict(averaged)["optim"]["ema_decay"] == 0.995
     masked = load_yaml(RunConfig, None, {"model.item.content_dropout": 0.25})
     assert fingerprint_dict(masked)["model"]["item"]["content_dropout"] == 0.25
+    decayed = load_yaml(RunConfig, None, {"optim.lr_decay": "linear"})
+    assert fingerprint_dict(decayed)["optim"]["lr_decay"] == "linear"
 
 
 def test_unknown_or_mistyped_config_keys_are_errors() -> None:

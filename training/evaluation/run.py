@@ -53,7 +53,7 @@ from hybridrec.training.evaluation.baselines import (
     SASRecConfig,
 )
 from hybridrec.training.evaluation.metrics import RankingResult, cold_item_users, evaluate_ranking, paired_test
-from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
+from hybridrec.training.evaluation.splits import VALID, ItemIndex, LeaveOneOutSplit, Stage, leave_one_out_split
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,7 @@ class _Context:
 
     def __post_init__(self) -> None:
         split = leave_one_out_split(self.data)
+        self.split = split
         items = ItemIndex.from_data(self.data)
         self.ix = split.indexed(items)
         self.valid = self.ix.stage("valid")
@@ -413,7 +414,8 @@ def evaluate(
             results.setdefault(name, []).append(_load(path))
 
     slices = history_slices(ctx.ix.train, test_users)
-    metrics = summarize(results, cold, cfg, slices)
+    same = same_second_slices(ctx.split, test_users)
+    metrics = summarize(results, cold, cfg, slices, same)
     metrics["dataset"] = {
         "layout": data.layout,
         "users_evaluated": len(test_users),
@@ -421,6 +423,7 @@ def evaluate(
         "cold_users": len(cold),
         "cold_threshold": cfg.cold_threshold,
         "history_slices": {label: len(users) for label, users in slices.items()},
+        "same_second_slices": {label: len(users) for label, users in same.items()},
     }
     if liked is not None:
         metrics["liked"] = liked
@@ -495,14 +498,39 @@ def history_slices(train: Mapping[int, np.ndarray], users: Sequence[int], parts:
     return out
 
 
+SAME_SECOND, LATER = "same second as the last history item", "later"
+
+
+def same_second_slices(split: LeaveOneOutSplit, users: Sequence[int], stage: Stage = "test") -> dict[str, np.ndarray]:
+    """The users split by whether the stage's target was rated in the same second as the history's last item (test:
+    the validation item; valid: the last training item).
+
+    Ratings entered in one go share a second, and the split orders them by movieId (MovieLens's order of adding
+    movies), so the target of the first group is the next movieId the user rated in that batch: an order of ids,
+    which item-id embeddings can learn and content features cannot."""
+    r = split.ratings
+    ids = np.asarray(users, dtype=np.int64)
+    valid_rows = np.flatnonzero(split.role == VALID)  # each evaluated user's TEST row follows, its last TRAIN precedes
+    before, target = (valid_rows - 1, valid_rows) if stage == "valid" else (valid_rows, valid_rows + 1)
+    same_at = dict(
+        zip(r.user_ids[valid_rows].tolist(), (r.timestamps[before] == r.timestamps[target]).tolist(), strict=True)
+    )
+    same = np.array([bool(same_at.get(int(u), False)) for u in ids], dtype=bool)
+    known = np.array([int(u) in same_at for u in ids], dtype=bool)
+    groups = ((SAME_SECOND, ids[same]), (LATER, ids[known & ~same]))
+    return {label: part for label, part in groups if len(part)}
+
+
 def summarize(
     results: dict[str, list[SeedResult]],
     cold: np.ndarray,
     cfg: EvaluateConfig,
     slices: Mapping[str, np.ndarray] | None = None,
+    same_second: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Per model: every metric (mean, std over seeds) on all test users and the cold slice, NDCG@10 on each of
-    ``slices`` (``by_history``), validation NDCG@10, fit seconds; then the paired tests of the hybrid."""
+    ``slices`` (``by_history``) and of ``same_second`` (``by_same_second``), validation NDCG@10, fit seconds; then the
+    paired tests of the hybrid."""
     models: dict[str, Any] = {}
     for name, runs in results.items():
         row: dict[str, Any] = {"seeds": [r.seed for r in runs], "deterministic": name in DETERMINISTIC}
@@ -513,6 +541,11 @@ def summarize(
             row["by_history"] = {
                 label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
                 for label, users in slices.items()
+            }
+        if same_second:
+            row["by_same_second"] = {
+                label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
+                for label, users in same_second.items()
             }
         row["valid_ndcg@10"] = _mean_std([r.valid_ndcg for r in runs])
         row["fit_s"] = _mean_std([r.fit_s for r in runs])
