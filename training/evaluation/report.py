@@ -181,6 +181,26 @@ def _budgets(cfg: Mapping[str, Any]) -> str:
     )
 
 
+def _slice_table(models: Mapping[str, Any], sizes: Mapping[str, int], key: str, title: str, intro: str) -> list[str]:
+    """A section of NDCG@10 per group of test users (``sizes``: label -> users), from each model's ``key`` entry;
+    nothing when no model has one."""
+    if not sizes or not any(key in r for r in models.values()):
+        return []
+    lines = [
+        "",
+        f"### {title}",
+        "",
+        intro,
+        "",
+        "| model | " + " | ".join(f"{label} ({n} users)" for label, n in sizes.items()) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    for name in _order(models):
+        by = models[name].get(key, {})
+        lines.append(f"| {name} | " + " | ".join(_ms(by[k]) if k in by else "-" for k in sizes) + " |")
+    return lines
+
+
 def missing_fits(metrics: Mapping[str, Any]) -> list[str]:
     """The (model, seed) fits the config asks for that are not in the cache (a run stopped before the end)."""
     cfg, models = metrics.get("config", {}), metrics["models"]
@@ -268,38 +288,24 @@ def markdown(metrics: Mapping[str, Any], figures: Sequence[Path], out: Path) -> 
                 "cold_vs_best_collaborative": "cold slice, the best pure-collaborative baseline",
             }.get(key, "ablation")
             lines.append(f"- Hybrid vs {t['baseline']} ({what}): {_p(t)}")
-    sizes = ds.get("history_slices") or {}
-    if sizes and any("by_history" in r for r in models.values()):
-        lines += [
-            "",
-            "### NDCG@10 by the length of the user's training history",
-            "",
-            "The test users in four groups of about equal size by their number of training interactions (mean ± std "
-            "over seeds):",
-            "",
-            "| model | " + " | ".join(f"{label} ({n} users)" for label, n in sizes.items()) + " |",
-            "|---|" + "---|" * len(sizes),
-        ]
-        for name in _order(models):
-            by = models[name].get("by_history", {})
-            lines.append(f"| {name} | " + " | ".join(_ms(by[k]) if k in by else "-" for k in sizes) + " |")
-    same = ds.get("same_second_slices") or {}
-    if same and any("by_same_second" in r for r in models.values()):
-        lines += [
-            "",
-            "### NDCG@10 by when the test item was rated",
-            "",
-            "Ratings entered in one go share a timestamp, and the split orders them by movieId (MovieLens's order of "
-            "adding movies). Where the test item has its validation item's second, it is the next movieId that the "
-            "user rated in that batch. An order of ids is something item-id embeddings can learn and content "
-            "features cannot (mean ± std over seeds):",
-            "",
-            "| model | " + " | ".join(f"{label} ({n} users)" for label, n in same.items()) + " |",
-            "|---|" + "---|" * len(same),
-        ]
-        for name in _order(models):
-            by = models[name].get("by_same_second", {})
-            lines.append(f"| {name} | " + " | ".join(_ms(by[k]) if k in by else "-" for k in same) + " |")
+    lines += _slice_table(
+        models,
+        ds.get("history_slices") or {},
+        "by_history",
+        "NDCG@10 by the length of the user's training history",
+        "The test users in four groups of about equal size by their number of training interactions (mean ± std "
+        "over seeds):",
+    )
+    lines += _slice_table(
+        models,
+        ds.get("same_second_slices") or {},
+        "by_same_second",
+        "NDCG@10 by when the test item was rated",
+        "Ratings entered in one go share a timestamp, and the split orders them by movieId (MovieLens's order of "
+        "adding movies). Where the test item has its validation item's second, it is the next movieId that the "
+        "user rated in that batch. An order of ids is something item-id embeddings can learn and content "
+        "features cannot (mean ± std over seeds):",
+    )
     g = goals(metrics)
     if g:
         lines += ["", "### Goals", "", *g]
