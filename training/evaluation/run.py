@@ -515,9 +515,9 @@ def same_second_slices(split: LeaveOneOutSplit, users: Sequence[int], stage: Sta
     same_at = dict(
         zip(r.user_ids[valid_rows].tolist(), (r.timestamps[before] == r.timestamps[target]).tolist(), strict=True)
     )
-    same = np.array([bool(same_at.get(int(u), False)) for u in ids], dtype=bool)
-    known = np.array([int(u) in same_at for u in ids], dtype=bool)
-    groups = ((SAME_SECOND, ids[same]), (LATER, ids[known & ~same]))
+    at = [same_at.get(int(u)) for u in ids]  # None: a user without a held-out item
+    same, later = (np.array([a is flag for a in at], dtype=bool) for flag in (True, False))
+    groups = ((SAME_SECOND, ids[same]), (LATER, ids[later]))
     return {label: part for label, part in groups if len(part)}
 
 
@@ -537,16 +537,12 @@ def summarize(
         for metric in METRICS:
             row[metric] = _mean_std([r.test.summary()[metric] for r in runs])
             row[f"cold_{metric}"] = _mean_std([r.test.subset(cold).summary()[metric] for r in runs])
-        if slices:
-            row["by_history"] = {
-                label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
-                for label, users in slices.items()
-            }
-        if same_second:
-            row["by_same_second"] = {
-                label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
-                for label, users in same_second.items()
-            }
+        for key, groups in (("by_history", slices), ("by_same_second", same_second)):
+            if groups:
+                row[key] = {
+                    label: _mean_std([r.test.subset(users).summary()["ndcg@10"] for r in runs])
+                    for label, users in groups.items()
+                }
         row["valid_ndcg@10"] = _mean_std([r.valid_ndcg for r in runs])
         row["fit_s"] = _mean_std([r.fit_s for r in runs])
         # the per-epoch history stays in the cache; the kept epoch's entry (served vs retrieval) goes to the report
