@@ -6,7 +6,9 @@ evaluation.
 
 Prints validation and test NDCG@10 / HR@10, the cold slice's HR@10 (test targets with <= 5 training
 interactions) and NDCG@10 where the target was rated in the same second as the history's last item, or later.
-Choose settings on the validation numbers only.
+With ``--drop-last`` it also scores each stage with the history's last item left out of the model's input (still
+masked as seen): what the last item adds, on validation (a training target of that user, unless the run had
+``data.train_gap``) and on test (the validation item, never a target). Choose settings on the validation numbers only.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def main() -> None:
     parser.add_argument("run", help="run folder of `hybridrec train`")
     parser.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
     parser.add_argument("--cold-threshold", type=int, default=5)
+    parser.add_argument("--drop-last", action="store_true", help="also score without the history's last item")
     args = parser.parse_args()
     data = load_movielens(resolve_data_dir(args.data))
     split = leave_one_out_split(data)
@@ -51,6 +54,13 @@ def main() -> None:
             key = "same_second" if label == SAME_SECOND else "later"
             out[f"{stage}_{key}_users"] = len(users)
             out[f"{stage}_{key}_ndcg@10"] = result.subset(users).summary()["ndcg@10"]
+    if args.drop_last:
+        for stage in ("valid", "test"):
+            users, hist, targets = ix.stage(stage)
+            short = {u: h[:-1] for u, h in hist.items()}
+            out[f"{stage}_ndcg@10_without_last"] = evaluate_ranking(
+                scorer.score, users, short, targets, seen=hist
+            ).summary()["ndcg@10"]
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}, indent=2))
 
 

@@ -21,7 +21,8 @@ class ItemEncoderConfig:
     # poster and its overview words identify a movie as well as its id does, and can memorise it without id dropout
     content_dropout: float = field(default=0.0, metadata=ADDED_SWITCH)
     # add the id token to the fused embedding as well as fusing it: the attention average gives the id one share of
-    # seven tokens, while the order of what users watch next is often specific to one movie, not to its content
+    # seven tokens, while the order of what users watch next is often specific to one movie, not to its content.
+    # On in the `full` and `evaluate` presets (chosen on validation with data.train_gap=1, docs/training.md)
     id_residual: bool = field(default=False, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
@@ -72,6 +73,10 @@ class DataConfig:
     max_users: int | None = None  # train on the first N users (CI and smoke runs)
     history_length: int = 50
     targets_per_user: int | None = None  # prefixes sampled per user and epoch (None: every prefix once)
+    # leave each user's last N training items out of the training targets. Test's history ends with the validation
+    # item, which was never a target for that user; with 1, validation's history ends the same way, with an item the
+    # model saw only in other users' sequences, so choices made on validation are made under test's conditions
+    train_gap: int = field(default=0, metadata=ADDED_SWITCH)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ _CHECKPOINT_KEYS = ("model", "optim", "epoch", "best", "best_epoch", "bad", "his
 
 
 def check_trainable(
-    data: MovieLensData, train: dict[int, np.ndarray], val: dict[int, int], max_users: int | None = None
+    data: MovieLensData, train: dict[int, np.ndarray], val: dict[int, int], max_users: int | None = None, gap: int = 0
 ) -> int:
     """The number of training examples (prefixes) of a leave-one-out split; DatasetTooSmallError, saying what is
     missing, when there is nothing to train or validate on."""
@@ -62,11 +62,12 @@ def check_trainable(
             f"{source}: too small to split: the leave-one-out split needs a user with 3+ ratings (train, validation, "
             f"test), but the {users} have at most {max(len(s) for s in train.values())}"
         )
-    examples = sum(max(len(s) - 1, 0) for s in train.values())
+    examples = sum(max(len(s) - 1 - gap, 0) for s in train.values())
     if examples == 0:
+        need = "" if gap == 0 else f" beyond the data.train_gap={gap} held-out item(s)"
         raise DatasetTooSmallError(
             f"{source}: no training examples after the leave-one-out split: none of the {users} keeps 2+ ratings "
-            "for training (a user needs 4+ ratings, or exactly 2)"
+            f"for training{need} (a user needs 4+ ratings, or exactly 2)"
         )
     return examples
 
@@ -131,7 +132,7 @@ def _train(
         data = data.subset(cfg.data.max_users)
     split = leave_one_out_split(data)  # the evaluation's split, row for row: one implementation
     train_ids, val_ids, test_ids = split.train, split.valid, split.test
-    check_trainable(data, train_ids, val_ids, cfg.data.max_users)
+    check_trainable(data, train_ids, val_ids, cfg.data.max_users, cfg.data.train_gap)
     run.mkdir(parents=True, exist_ok=True)
     artifacts = fit_artifacts(
         data, (m for seq in train_ids.values() for m in seq.tolist()), history_length=cfg.data.history_length

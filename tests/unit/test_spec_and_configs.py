@@ -84,7 +84,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     assert "tie_item_ids" not in fp["model"]["sequence"] and "ema_decay" not in fp["optim"]
     full["model"]["item"].pop("output_norm"), full["model"]["sequence"].pop("tie_item_ids")
     full["optim"].pop("ema_decay"), full["model"]["item"].pop("content_dropout"), full["optim"].pop("lr_decay")
-    full["model"]["item"].pop("id_residual")
+    full["model"]["item"].pop("id_residual"), full["data"].pop("train_gap")
     assert fp == full
     tied = load_yaml(RunConfig, None, {"model.sequence.tie_item_ids": True})
     assert fingerprint_dict(tied)["model"]["sequence"]["tie_item_ids"] is True
@@ -94,6 +94,8 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     assert fingerprint_dict(masked)["model"]["item"]["content_dropout"] == 0.25
     decayed = load_yaml(RunConfig, None, {"optim.lr_decay": "linear"})
     assert fingerprint_dict(decayed)["optim"]["lr_decay"] == "linear"
+    gapped = load_yaml(RunConfig, None, {"data.train_gap": 1})
+    assert fingerprint_dict(gapped)["data"]["train_gap"] == 1
 
 
 def test_unknown_or_mistyped_config_keys_are_errors() -> None:
@@ -114,3 +116,14 @@ def test_every_training_preset_loads(preset: str) -> None:
     assert cfg.optim.epochs >= 1 and (cfg.optim.max_minutes is None or cfg.optim.max_minutes > 0)
     if preset in ("full", "demo"):  # every prefix, the whole catalog in the softmax
         assert cfg.data.targets_per_user is None and cfg.optim.softmax_negatives is None
+
+
+@pytest.mark.unit
+def test_the_full_preset_trains_the_model_that_evaluate_measures() -> None:
+    from hybridrec.cli import PRESETS
+    from hybridrec.training.evaluation.run import EvaluateConfig
+
+    full = load_yaml(RunConfig, PRESETS / "full.yaml")
+    measured = load_yaml(EvaluateConfig, PRESETS / "evaluate.yaml").hybrid
+    assert full.model == measured.model and full.model.item.id_residual
+    assert full.data == measured.data

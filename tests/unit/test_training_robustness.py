@@ -192,6 +192,31 @@ def test_too_small_dataset_is_refused(tmp_path: Path, lengths: list[int], phrase
     assert not run.exists()  # nothing written
 
 
+def test_a_train_gap_that_leaves_no_target_is_refused(tmp_path: Path) -> None:
+    """Users with 4 ratings keep 2 for training: one prefix, which data.train_gap=1 takes away."""
+    data_dir = write_dataset(tmp_path / "ml", [4, 4, 4])
+    cfg = tiny_config(tmp_path, **{"data.train_gap": 1})
+    with pytest.raises(DatasetTooSmallError, match="train_gap=1"):
+        train_mod.train(cfg, tmp_path / "run", data=load_movielens(data_dir), progress=False)
+    assert run_train(tiny_config(tmp_path), tmp_path / "run0", data_dir).run_dir.exists()  # no gap: trainable
+
+
+def test_train_gap_keeps_the_last_training_items_out_of_the_targets() -> None:
+    import numpy as np
+
+    from hybridrec.training.objectives.next_item import epoch_examples
+
+    seqs = {1: np.arange(6), 2: np.arange(3), 3: np.arange(1)}
+    every = epoch_examples(seqs, [1, 2, 3], None, np.random.default_rng(0))
+    assert sorted(every) == [(1, t) for t in range(1, 6)] + [(2, 1), (2, 2)]
+    gap = epoch_examples(seqs, [1, 2, 3], None, np.random.default_rng(0), gap=1)
+    assert sorted(gap) == [(1, t) for t in range(1, 5)] + [(2, 1)]
+    capped = epoch_examples(seqs, [1], 2, np.random.default_rng(0), gap=2)
+    assert len(capped) == 2 and all(1 <= t <= 3 for _, t in capped)
+    with pytest.raises(ValueError, match="train_gap"):
+        epoch_examples(seqs, [1], None, np.random.default_rng(0), gap=-1)
+
+
 def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = write_dataset(tmp_path / "ml", [])
     rc = main(["train", "--preset", "ci", "--quiet", "--data", str(data_dir), "--run", str(tmp_path / "run")])

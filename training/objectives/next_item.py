@@ -127,12 +127,15 @@ def full_ranking_metrics(
 
 
 def epoch_examples(
-    train_seq: dict[int, np.ndarray], users: list[int], cap: int | None, rng: np.random.Generator
+    train_seq: dict[int, np.ndarray], users: list[int], cap: int | None, rng: np.random.Generator, gap: int = 0
 ) -> list[tuple[int, int]]:
-    """(user, target position) pairs: every training prefix once (or `cap` random ones per user), shuffled."""
+    """(user, target position) pairs: every training prefix once (or `cap` random ones per user), shuffled. The last
+    `gap` items of each sequence are never targets (`data.train_gap`)."""
+    if gap < 0:
+        raise ValueError(f"data.train_gap must be >= 0, got {gap}")
     examples = []
     for u in users:
-        positions = np.arange(1, len(train_seq[u]))
+        positions = np.arange(1, len(train_seq[u]) - gap)
         if cap is not None and len(positions) > cap:
             positions = rng.choice(positions, cap, replace=False)
         examples += [(u, int(t)) for t in positions]
@@ -252,8 +255,8 @@ class NextItemObjective:
             self.batch_size = max(1, o.batch_size // ctx.world)  # the global batch stays o.batch_size (if divisible)
 
     def batches(self, epoch: int) -> Sequence[list[tuple[int, int]]]:
-        rng = np.random.default_rng(self.cfg.optim.seed * 1000 + epoch)
-        examples = self.ctx.shard(epoch_examples(self.train_seq, self.users, self.cfg.data.targets_per_user, rng))
+        rng, d = np.random.default_rng(self.cfg.optim.seed * 1000 + epoch), self.cfg.data
+        examples = self.ctx.shard(epoch_examples(self.train_seq, self.users, d.targets_per_user, rng, d.train_gap))
         self.model.eval()
         with torch.no_grad():
             # the last validation's features when it ran (same weights, eval mode): no second pass over the posters.
