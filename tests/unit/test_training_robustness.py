@@ -200,7 +200,8 @@ def test_a_train_gap_that_leaves_no_target_is_refused(tmp_path: Path) -> None:
         train_mod.train(cfg, tmp_path / "run", data=load_movielens(data_dir), progress=False)
     assert run_train(tiny_config(tmp_path), tmp_path / "run0", data_dir).run_dir.exists()  # no gap: trainable
     with pytest.raises(ValueError, match="train_gap"):
-        train_mod.train(tiny_config(tmp_path, **{"data.train_gap": -1}), tmp_path / "neg", data=load_movielens(data_dir))
+        negative = tiny_config(tmp_path, **{"data.train_gap": -1})
+        train_mod.train(negative, tmp_path / "neg", data=load_movielens(data_dir))
     assert not (tmp_path / "neg").exists()
 
 
