@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hybridrec.dataclass_yaml import ADDED_SWITCH
+from hybridrec.dataclass_yaml import ADDED_SWITCH, ConfigError
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,10 @@ class DataConfig:
     # item, which was never a target for that user; with 1, validation's history ends the same way, with an item the
     # model saw only in other users' sequences, so choices made on validation are made under test's conditions
     train_gap: int = field(default=0, metadata=ADDED_SWITCH)
+
+    def __post_init__(self) -> None:  # refused when the config loads, before any run folder is written
+        if self.train_gap < 0:
+            raise ConfigError(f"data.train_gap must be >= 0, got {self.train_gap}")
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,6 @@ def check_trainable(
 ) -> int:
     """The number of training examples (prefixes) of a leave-one-out split; DatasetTooSmallError, saying what is
     missing, when there is nothing to train or validate on."""
-    if gap < 0:  # refused before the run folder is written, not at the first epoch
-        raise ValueError(f"data.train_gap must be >= 0, got {gap}")
     source = data.root / LAYOUTS[data.layout][0] if data.layout in LAYOUTS else data.root
     users = f"{len(train)} user(s)" + (
         f" (data.max_users={max_users})" if max_users and len(train) >= max_users else ""
