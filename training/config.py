@@ -24,6 +24,11 @@ class ItemEncoderConfig:
     # seven tokens, while the order of what users watch next is often specific to one movie, not to its content.
     # On in the `full` and `evaluate` presets (chosen on validation with data.train_gap=1, docs/training.md)
     id_residual: bool = field(default=False, metadata=ADDED_SWITCH)
+    # the poster token takes part in the fusion only for items without an id token: cold items at serving time, and
+    # training items whose id is dropped (id_dropout). A poster identifies a movie as its id does, and the ablation
+    # without the CNN ranks higher (docs/results.md); this keeps the poster for the cold items only content can
+    # carry. Level with the preset on validation under data.train_gap=1 (docs/training.md), so off
+    poster_for_cold: bool = field(default=False, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
     # LayerNorm on the fused embedding: every item then has about the same norm, so the retrieval's dot product cannot
@@ -106,6 +111,15 @@ class OptimConfig:
     # "linear": the learning rate falls linearly from `lr` to 0 over `epochs` epochs (per step); "constant": no decay.
     # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps
     lr_decay: str = field(default="constant", metadata=ADDED_SWITCH)
+    # the poster CNN's learning rate (conv blocks and spatial attention) as a share of `lr`. At 1.0 its pooled
+    # features moved by 69% of their norm in the full preset's 8th epoch (cosine 0.78 to the epoch's start): the
+    # per-epoch poster cache that every non-live item trains against goes stale. 0.1 was level with 1.0 on
+    # validation under data.train_gap=1 (docs/training.md)
+    cnn_lr_scale: float = field(default=1.0, metadata=ADDED_SWITCH)
+
+    def __post_init__(self) -> None:
+        if not self.cnn_lr_scale >= 0.0:
+            raise ConfigError(f"optim.cnn_lr_scale must be >= 0, got {self.cnn_lr_scale}")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from hybridrec.training.config import OptimConfig
 log = logging.getLogger(__name__)
 
 GRAD_CLIP = 5.0  # max gradient norm of every step
+CNN_PARAMETERS = ("item_encoder.cnn.", "item_encoder.spatial.")  # the poster CNN's parameters (optim.cnn_lr_scale)
 
 
 class Objective(Protocol):
@@ -88,7 +89,7 @@ def fit(
         for step in progress_bar(range(len(batches)), progress and ctx.is_main, desc):
             if schedule is not None:  # a function of (epoch, step) alone: a resumed fit continues the same schedule
                 for group in opt.param_groups:
-                    group["lr"] = o.lr * schedule(epoch + step / len(batches))
+                    group["lr"] = o.lr * group.get("lr_scale", 1.0) * schedule(epoch + step / len(batches))
             loss = objective.loss(batches[step])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -132,6 +133,20 @@ def fit(
 
 
 LR_DECAYS = ("constant", "linear")
+
+
+def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Adam:
+    """Adam over every parameter with ``o.lr`` and L2 ``o.weight_decay``; with ``o.cnn_lr_scale`` != 1 the poster CNN
+    (``item_encoder.cnn`` and ``item_encoder.spatial``) is a second group at ``lr * cnn_lr_scale``. The group keeps
+    its ``lr_scale``, which a learning-rate schedule multiplies."""
+    if o.cnn_lr_scale == 1.0:  # one group: optimiser states of earlier runs load unchanged
+        return torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    cnn = {id(p) for name, p in model.named_parameters() if name.startswith(CNN_PARAMETERS)}
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if (id(p) in cnn) is is_cnn], "lr_scale": scale, "lr": o.lr * scale}
+        for is_cnn, scale in ((False, 1.0), (True, o.cnn_lr_scale))
+    ]
+    return torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
 
 
 def lr_schedule(o: OptimConfig) -> Callable[[float], float] | None:

@@ -174,6 +174,8 @@ class ItemEncoder(nn.Module):
         else:
             image_tok = torch.zeros_like(id_tok)
             has_poster = torch.zeros_like(has_poster)
+        if self.cfg.poster_for_cold:  # the poster stands in for a missing (or dropped) id only
+            has_poster = has_poster & ~has_id
         has_people, has_text = p_cnt.squeeze(1) > 0, w_sum.squeeze(1) > 0
         if not self.cfg.use_metadata:  # ablation: the metadata tokens never take part
             has_genres, has_year, has_people, has_text = (torch.zeros_like(has_id),) * 4

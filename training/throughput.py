@@ -26,6 +26,7 @@ from hybridrec.preprocessing import fit_artifacts
 from hybridrec.training.config import RunConfig
 from hybridrec.training.evaluation.splits import leave_one_out_split
 from hybridrec.training.features import ItemTable, poster_cache
+from hybridrec.training.fit import make_optimizer
 from hybridrec.training.modules import HybridModel
 from hybridrec.training.objectives.next_item import StepLoss, epoch_examples
 from hybridrec.training.train import set_seed
@@ -51,7 +52,7 @@ def measure(cfg: RunConfig, data: Any, steps: int, warmup: int = 3) -> dict[str,
     train_seq = {u: to_index(s) if len(s) else s.astype(np.int64) for u, s in split.train.items()}
     table = ItemTable(data, artifacts)
     model = HybridModel(cfg.model, artifacts).train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = make_optimizer(model, cfg.optim)
     step_loss = StepLoss(model, table, train_seq, cfg)
     examples = epoch_examples(train_seq, sorted(train_seq), None, np.random.default_rng(0))
     t0 = time.perf_counter()

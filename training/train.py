@@ -32,7 +32,7 @@ from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
 from hybridrec.training.evaluation.splits import leave_one_out_split
 from hybridrec.training.features import ItemTable, item_embeddings, poster_cache
-from hybridrec.training.fit import FitState, fit
+from hybridrec.training.fit import FitState, fit, make_optimizer
 from hybridrec.training.modules import HybridModel, fold_blend
 from hybridrec.training.objectives.next_item import NextItemObjective, full_ranking_metrics
 
@@ -156,7 +156,7 @@ def _train(
     if ctx.device.type == "cuda":  # CUDA when present (one GPU per process under torchrun), else the CPU
         model.to(ctx.device)
         table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}
-    opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+    opt = make_optimizer(model, o)
     state = FitState()
     ckpt_path = run / CHECKPOINT_FILE
     # Every rank resumes from the same checkpoint: rank 0 picks it first (it may set a torn one aside), then the rest.

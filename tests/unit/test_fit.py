@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from hybridrec.dataclass_yaml import ConfigError
 from hybridrec.training.config import OptimConfig
-from hybridrec.training.fit import FitState, fit
+from hybridrec.training.fit import FitState, fit, make_optimizer
 
 pytestmark = pytest.mark.unit
 
@@ -124,3 +125,28 @@ def test_linear_lr_decay_falls_per_step_to_zero_over_the_epochs_and_resumes_on_s
     assert lrs == pytest.approx([0.05, 0.025])
     with pytest.raises(ValueError, match="lr_decay"):
         fit(model, Scripted(model, [0.1]), opt, replace(o, lr_decay="cosine"))
+
+
+def test_cnn_lr_scale_puts_the_poster_cnn_in_its_own_group_and_the_schedule_keeps_the_ratio() -> None:
+    class Tiny(nn.Module):  # the parameter names of the hybrid's poster CNN, item tower and sequence tower
+        def __init__(self) -> None:
+            super().__init__()
+            self.item_encoder = nn.ModuleDict(
+                {"cnn": nn.Linear(1, 1), "spatial": nn.Linear(1, 1), "id": nn.Linear(1, 1)}
+            )
+            self.sequence_encoder = nn.Linear(1, 1)
+
+    model = Tiny()
+    one = make_optimizer(model, OptimConfig(lr=0.1))
+    assert len(one.param_groups) == 1 and one.param_groups[0]["lr"] == 0.1
+    opt = make_optimizer(model, OptimConfig(lr=0.1, cnn_lr_scale=0.25))
+    rest, cnn = opt.param_groups
+    enc = model.item_encoder
+    assert {id(p) for p in cnn["params"]} == {id(p) for m in (enc["cnn"], enc["spatial"]) for p in m.parameters()}
+    assert len(rest["params"]) == 4 and (rest["lr"], cnn["lr"]) == pytest.approx((0.1, 0.025))
+    o = OptimConfig(lr=0.1, epochs=2, patience=5, lr_decay="linear", cnn_lr_scale=0.25)
+    lin = nn.Linear(1, 1)
+    fit(lin, Scripted(lin, [0.1, 0.2]), opt, o)  # the schedule scales both groups and keeps their ratio
+    assert cnn["lr"] == pytest.approx(0.25 * rest["lr"]) and 0 < rest["lr"] < 0.1
+    with pytest.raises(ConfigError, match="cnn_lr_scale"):
+        OptimConfig(cnn_lr_scale=-0.5)

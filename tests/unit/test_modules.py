@@ -173,3 +173,23 @@ def test_id_residual_adds_the_id_vector_of_known_items_only() -> None:
         diff = enc(*items)[0] - plain.item_encoder(*items)[0]
     torch.testing.assert_close(diff[[0, 1, 3]], id_tok[[0, 1, 3]], rtol=0, atol=1e-5)
     torch.testing.assert_close(diff[2], torch.zeros_like(diff[2]), rtol=0, atol=1e-6)
+
+
+def test_poster_for_cold_uses_the_poster_only_for_items_without_an_id_token() -> None:
+    """poster_for_cold: another poster changes nothing for items with an id; an UNK (cold) item's embedding, and a
+    training item's whose id is dropped, follow their poster."""
+    torch.manual_seed(0)
+    model = HybridModel(ModelConfig(item=ItemEncoderConfig(poster_for_cold=True, id_dropout=1.0)), ART)
+    enc = model.item_encoder
+    b = spec.example_batch(spec.RANK_CONTENT, 1, {"N": 4, "L": 6}, id_high=40)
+    b["item_id"][0, :] = [5, 6, spec.UNK_ID, 7]
+    b["meta"][0, :, spec.GENRE_SLOTS + 2] = 1.0  # every item has a poster
+    items = [torch.from_numpy(b[t.name]) for t in spec.ITEM_INPUTS]
+    other = [x.clone() for x in items]
+    other[1] = 255 - other[1]
+    with torch.no_grad():
+        enc.eval()
+        moved = (enc(*items) - enc(*other))[0].abs().amax(-1)
+        assert moved[[0, 1, 3]].max() < 1e-6 and moved[2] > 1e-4
+        enc.train()  # id_dropout=1: no training item keeps its id token, so every poster counts
+        assert (enc(*items) - enc(*other))[0].abs().amax(-1).min() > 1e-4

@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from hybridrec.data import MovieLensData, Ratings
 from hybridrec.training.config import RunConfig
@@ -46,7 +45,7 @@ from hybridrec.training.evaluation.baselines import torch_threads
 from hybridrec.training.evaluation.metrics import classification_report
 from hybridrec.training.evaluation.splits import TemporalSplit, liked, temporal_split
 from hybridrec.training.features import poster_cache
-from hybridrec.training.fit import fit
+from hybridrec.training.fit import fit, make_optimizer
 from hybridrec.training.modules import HybridModel
 from hybridrec.training.objectives.liked import (
     HybridInputs,
@@ -215,7 +214,7 @@ def train_hybrid_liked(
     with torch_threads(o.threads):
         set_seed(seed)
         model = HybridModel(run_cfg.model, inputs.artifacts)
-        opt = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        opt = make_optimizer(model, o)
         wide = fit_wide(inputs.train_ratings, inputs.train_label) if rating_stats else None
         objective = LikedObjective(model, inputs, run_cfg, np.random.default_rng(seed), wide)
         best: list[Any] = []  # the best epoch's (weights, item embeddings, deep validation logits, blend)
