@@ -22,9 +22,7 @@ import json
 
 import torch
 
-from hybridrec import spec
 from hybridrec.data import load_movielens, resolve_data_dir
-from hybridrec.preprocessing import ItemCatalog
 from hybridrec.training.evaluation.hybrid import HybridScorer
 from hybridrec.training.evaluation.metrics import evaluate_ranking
 from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
@@ -39,7 +37,7 @@ def main() -> None:
     data = load_movielens(resolve_data_dir(args.data))
     ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
     scorer = HybridScorer(load_run_config(args.run), args.run, data).load()
-    model = scorer._model
+    model = scorer.model
     start = copy.deepcopy(model)
     for m, name in ((model, "checkpoint.pt"), (start, "checkpoint.prev.pt")):
         m.load_state_dict(torch.load(f"{args.run}/{name}", map_location="cpu", weights_only=False)["model"])
@@ -47,30 +45,30 @@ def main() -> None:
     enc = model.item_encoder
     if not enc.cfg.use_image:
         raise SystemExit(f"{args.run}: the run has no image branch")
-    parts: dict[str, list[torch.Tensor]] = {}
-    for feats in ItemCatalog(data, scorer._artifacts).iter_features([int(m) for m in scorer._movie_ids], chunk=512):
-        for t in spec.ITEM_INPUTS:
-            parts.setdefault(t.name, []).append(torch.from_numpy(feats[t.name]))
-    x = {k: torch.cat(v) for k, v in parts.items()}
-    rest = (x["item_id"], x["meta"], x["people"], x["overview"])
     no_image = copy.deepcopy(enc)
     no_image.cfg = dataclasses.replace(enc.cfg, use_image=False)
+    parts: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
-        fresh = enc.poster_features(x["poster"])
-        stale = start.item_encoder.poster_features(x["poster"])
-        items = {
-            "fresh": enc.fuse(fresh, *rest),
-            "epoch_start": enc.fuse(stale, *rest),
-            "no_image": no_image.fuse(None, *rest),
-        }
+        for item_id, poster, meta, people, overview in scorer.item_inputs():
+            rest = (item_id, meta, people, overview)
+            pooled = {"fresh": enc.poster_features(poster), "epoch_start": start.item_encoder.poster_features(poster)}
+            for key, value in (
+                *pooled.items(),
+                ("fresh_items", enc.fuse(pooled["fresh"], *rest)),
+                ("epoch_start_items", enc.fuse(pooled["epoch_start"], *rest)),
+                ("no_image_items", no_image.fuse(None, *rest)),
+            ):
+                parts.setdefault(key, []).append(value)
+    x = {k: torch.cat(v) for k, v in parts.items()}
+    fresh, stale = x["fresh"], x["epoch_start"]
     cos = torch.nn.functional.cosine_similarity
     out: dict[str, float] = {
         "pooled_cosine": float(cos(fresh, stale, dim=1).mean()),
         "pooled_relative_change": float(((fresh - stale).norm(dim=1) / fresh.norm(dim=1).clamp(min=1e-12)).mean()),
-        "item_embedding_cosine": float(cos(items["fresh"], items["epoch_start"], dim=1).mean()),
+        "item_embedding_cosine": float(cos(x["fresh_items"], x["epoch_start_items"], dim=1).mean()),
     }
-    for name, emb in items.items():
-        scorer._items = emb
+    for name in ("fresh", "epoch_start", "no_image"):
+        scorer.use_items(x[f"{name}_items"])
         for stage in ("valid", "test"):
             out[f"{name}_{stage}_ndcg@10"] = evaluate_ranking(scorer.score, *ix.stage(stage)).summary()["ndcg@10"]
     print(json.dumps({k: round(v, 4) for k, v in out.items()}, indent=1))

@@ -10,7 +10,7 @@ rated in training) keep their content embedding with the UNK id, as a cold-start
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,29 @@ class HybridScorer:
 
     def load(self) -> HybridScorer:
         self._model, self._artifacts = load_model(self.run_dir)
-        catalog = ItemCatalog(self.data, self._artifacts)
-        outs = []
         with torch.no_grad():
-            for feats in catalog.iter_features([int(m) for m in self._movie_ids], chunk=512):
-                outs.append(
-                    self._model.item_encoder.encode(*(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS))
-                )
-        self._items = torch.cat(outs)
+            self._items = torch.cat([self._model.item_encoder.encode(*x) for x in self.item_inputs()])
+        return self
+
+    @property
+    def model(self) -> Any:
+        """The loaded :class:`~hybridrec.training.modules.HybridModel` (eval mode)."""
+        if self._model is None:
+            raise RuntimeError("HybridScorer.model before fit/load")
+        return self._model
+
+    def item_inputs(self, chunk: int = 512) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Every catalog movie's item-encoder inputs (``spec.ITEM_INPUTS`` order), ``chunk`` movies at a time, in the
+        order of the scores' columns."""
+        catalog = ItemCatalog(self.data, self._artifacts)
+        for feats in catalog.iter_features([int(m) for m in self._movie_ids], chunk=chunk):
+            yield tuple(torch.from_numpy(feats[t.name]) for t in spec.ITEM_INPUTS)
+
+    def use_items(self, item_embedding: torch.Tensor) -> HybridScorer:
+        """Score against these [catalog, D] item embeddings instead of the loaded model's (diagnostics)."""
+        if self._items is not None and item_embedding.shape != self._items.shape:
+            raise ValueError(f"item embeddings {tuple(item_embedding.shape)}, expected {tuple(self._items.shape)}")
+        self._items = item_embedding
         return self
 
     def score(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
