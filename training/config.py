@@ -52,6 +52,14 @@ class SequenceEncoderConfig:
     # on the history's item embeddings and on the RNN outputs (training only): with 0.3 the `full` preset's
     # validation NDCG@10 over epochs 5-8 averaged 0.060 (best 0.066) against 0.050 (best 0.056) without
     dropout: float = 0.3
+    # run the RNN over the history's last N items only, and put the mean of the whole history's item embeddings beside
+    # its outputs (None: the RNN reads the whole history, no pooled term). A long history (data.history_length 200,
+    # SASRec-CE's window) then costs an embedding lookup per item instead of an RNN step in both directions
+    rnn_window: int | None = field(default=None, metadata=ADDED_SWITCH)
+
+    def __post_init__(self) -> None:
+        if self.rnn_window is not None and self.rnn_window < 1:
+            raise ConfigError(f"model.sequence.rnn_window must be >= 1 or null, got {self.rnn_window}")
 
 
 @dataclass(frozen=True)

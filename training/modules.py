@@ -241,7 +241,9 @@ class SequenceEncoder(nn.Module):
         self.forward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True) if cfg.use_rnn else None
         self.backward_rnn = rnn(cfg.embedding_dim, cfg.hidden_dim, batch_first=True) if cfg.use_rnn else None
         # ablation (use_rnn=False): the same mean + last pooling over the item embeddings themselves
-        self.dense = nn.Linear(4 * cfg.hidden_dim if cfg.use_rnn else 2 * cfg.embedding_dim, dim)
+        pooled = 4 * cfg.hidden_dim if cfg.use_rnn else 2 * cfg.embedding_dim
+        # rnn_window: the whole history's mean item embedding joins the windowed RNN's pooled outputs
+        self.dense = nn.Linear(pooled + (cfg.embedding_dim if cfg.rnn_window is not None else 0), dim)
         self.drop = nn.Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
         xavier_init(self)
 
@@ -251,21 +253,48 @@ class SequenceEncoder(nn.Module):
         if self.training and self.cfg.unk_dropout > 0:
             drop = (torch.rand(ids.shape, device=ids.device) < self.cfg.unk_dropout) & (ids != spec.PAD_ID)
             ids = torch.where(drop, torch.full_like(ids, spec.UNK_ID), ids)
+        whole: list[Tensor] = []
+        if self.cfg.rnn_window is not None:
+            whole.append(self._mean_embedding(ids))
+            ids = self._last_items(ids, self.cfg.rnn_window)
         valid = ids != spec.PAD_ID  # [B, L]
         pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, L]
         length = (valid.long() * (pos + 1)).max(dim=1, keepdim=True).values  # last valid position + 1, [B, 1]
         rev = torch.where(pos < length, length - 1 - pos, pos.expand_as(ids))  # reverse inside the prefix
-        emb = self.item_emb(ids)
-        if self.content_proj is not None:
-            emb = emb + self.content_proj(self.item_content[ids])
-        emb = self.drop(emb) * valid.unsqueeze(-1).float()
+        emb = self._embed(ids)
         rnn = self.forward_rnn is not None and self.backward_rnn is not None
         out = self.drop(self._bidirectional(emb, rev)) if rnn else emb
         mask = valid.unsqueeze(-1).float()
         mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last_idx = (length - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])
         last = torch.gather(out, 1, last_idx).squeeze(1) * (length > 0).float()  # empty history -> zeros
-        return self.dense(torch.cat([mean, last], dim=-1))
+        return self.dense(torch.cat([mean, last, *whole], dim=-1))
+
+    def _embed(self, ids: Tensor) -> Tensor:
+        """[B, L] ids -> [B, L, E] item embeddings (dropout in training), zero at padding."""
+        emb = self.item_emb(ids)
+        if self.content_proj is not None:
+            emb = emb + self.content_proj(self.item_content[ids])
+        return self.drop(emb) * (ids != spec.PAD_ID).unsqueeze(-1).float()
+
+    def _mean_embedding(self, ids: Tensor) -> Tensor:
+        """The mean item embedding over a history's valid items [B, E] (zeros for an empty history)."""
+        valid = (ids != spec.PAD_ID).unsqueeze(-1).float()
+        return self._embed(ids).sum(1) / valid.sum(1).clamp(min=1.0)
+
+    @staticmethod
+    def _last_items(ids: Tensor, window: int) -> Tensor:
+        """The last `window` items of each 0-padded history [B, L] -> [B, window], again 0-padded at the end.
+
+        Indices are clamped to each history's own last item, never to the input's width, so the exported graph
+        needs no shape arithmetic and accepts any L (shorter or longer than the window)."""
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+        length = ((ids != spec.PAD_ID).long() * (pos + 1)).max(dim=1, keepdim=True).values  # [B, 1]
+        start = (length - window).clamp(min=0)
+        step = torch.arange(window, device=ids.device).unsqueeze(0)  # [1, W]
+        idx = torch.minimum(start + step, (length - 1).clamp(min=0))
+        picked = torch.gather(ids, 1, idx)
+        return torch.where(step < length - start, picked, torch.full_like(picked, spec.PAD_ID))
 
     @torch.no_grad()
     def set_item_content(self, item_embedding: Tensor) -> None:

@@ -12,7 +12,7 @@ from hybridrec import spec
 from hybridrec.export.onnx_export import ParityError, check_onnx_parity, export_model
 from hybridrec.export.triton_config import drift, expected_files, model_config, parse
 from hybridrec.preprocessing import Artifacts
-from hybridrec.training.config import ModelConfig
+from hybridrec.training.config import ModelConfig, SequenceEncoderConfig
 from hybridrec.training.modules import HybridModel
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
@@ -43,6 +43,15 @@ def test_export_matches_eager_at_untraced_shapes(model: HybridModel, name: str, 
     report = check_onnx_parity(model.exported()[name], m, path, 64, ART.num_items)
     assert report.max_abs_diff <= 1e-4
     assert len(report.shapes) >= 3
+
+
+def test_a_windowed_sequence_encoder_exports_for_histories_shorter_and_longer_than_its_window(tmp_path: Path) -> None:
+    """The window is traced at L=7 and checked at L=1, 50 and 83, around a window of 20."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(sequence=SequenceEncoderConfig(rnn_window=20))
+    encoder = HybridModel(cfg, ART).eval().sequence_encoder
+    path = export_model(encoder, spec.SEQUENCE_ENCODER, tmp_path / "model.onnx", 64, ART.num_items)
+    assert check_onnx_parity(encoder, spec.SEQUENCE_ENCODER, path, 64, ART.num_items).max_abs_diff <= 1e-4
 
 
 def test_parity_error_is_typed(model: HybridModel, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from hybridrec import spec
+from hybridrec.dataclass_yaml import ConfigError
 from hybridrec.preprocessing import Artifacts
 from hybridrec.training.config import ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
 from hybridrec.training.modules import HybridModel, SequenceEncoder
@@ -58,8 +59,14 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
 
 @pytest.mark.parametrize(
     "seq_cfg",
-    [SequenceEncoderConfig(use_rnn=False), SequenceEncoderConfig(use_content=True), SequenceEncoderConfig(dropout=0.3)],
-    ids=["no-rnn", "content", "dropout"],
+    [
+        SequenceEncoderConfig(use_rnn=False),
+        SequenceEncoderConfig(use_content=True),
+        SequenceEncoderConfig(dropout=0.3),
+        SequenceEncoderConfig(rnn_window=2),
+        SequenceEncoderConfig(rnn_window=2, use_rnn=False),
+    ],
+    ids=["no-rnn", "content", "dropout", "window", "window-no-rnn"],
 )
 def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
     torch.manual_seed(0)
@@ -71,6 +78,21 @@ def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig
         torch.testing.assert_close(
             enc(h), enc(torch.cat([h, torch.zeros(2, 9, dtype=torch.long)], 1)), rtol=0, atol=1e-6
         )
+
+
+def test_the_rnn_window_reads_the_last_items_and_the_pooled_term_the_whole_history() -> None:
+    h = torch.tensor([[5, 6, 7, 8, 0], [9, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 2, 3, 4, 5]])
+    assert SequenceEncoder._last_items(h, 3).tolist() == [[6, 7, 8], [9, 0, 0], [0, 0, 0], [3, 4, 5]]
+    assert SequenceEncoder._last_items(h, 7).tolist() == [[*r, 0, 0] for r in h.tolist()]  # wider than the input
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(rnn_window=2), 16, ART).eval()
+    with torch.no_grad():
+        # items before the window still count, through the mean embedding only
+        assert not torch.allclose(enc(torch.tensor([[5, 7, 8]])), enc(torch.tensor([[6, 7, 8]])))
+        torch.testing.assert_close(enc(torch.tensor([[9, 9, 7, 8]])), enc(torch.tensor([[9, 9, 7, 8, 0]])))
+        assert torch.isfinite(enc(torch.zeros(1, 4, dtype=torch.long))).all()  # an empty history
+    with pytest.raises(ConfigError, match="rnn_window"):
+        SequenceEncoderConfig(rnn_window=0)
 
 
 def test_fusion_layer_starts_at_the_retrieval_score_and_ablating_the_autoencoder_zeroes_f_ae() -> None:

@@ -86,10 +86,13 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["optim"].pop("ema_decay"), full["model"]["item"].pop("content_dropout"), full["optim"].pop("lr_decay")
     full["model"]["item"].pop("id_residual"), full["data"].pop("train_gap")
     full["optim"].pop("cnn_lr_scale"), full["model"]["item"].pop("poster_for_cold")
+    full["model"]["sequence"].pop("rnn_window")
     assert fp == full
     slow_cnn = load_yaml(RunConfig, None, {"optim.cnn_lr_scale": 0.1, "model.item.poster_for_cold": True})
     assert fingerprint_dict(slow_cnn)["optim"]["cnn_lr_scale"] == 0.1
     assert fingerprint_dict(slow_cnn)["model"]["item"]["poster_for_cold"] is True
+    windowed = load_yaml(RunConfig, None, {"model.sequence.rnn_window": 50})
+    assert fingerprint_dict(windowed)["model"]["sequence"]["rnn_window"] == 50
     tied = load_yaml(RunConfig, None, {"model.sequence.tie_item_ids": True})
     assert fingerprint_dict(tied)["model"]["sequence"]["tie_item_ids"] is True
     averaged = load_yaml(RunConfig, None, {"optim.ema_decay": 0.995})
