@@ -258,8 +258,7 @@ class SequenceEncoder(nn.Module):
             whole.append(self._mean_embedding(ids))
             ids = self._last_items(ids, self.cfg.rnn_window)
         valid = ids != spec.PAD_ID  # [B, L]
-        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, L]
-        length = (valid.long() * (pos + 1)).max(dim=1, keepdim=True).values  # last valid position + 1, [B, 1]
+        pos, length = self._positions(ids)
         rev = torch.where(pos < length, length - 1 - pos, pos.expand_as(ids))  # reverse inside the prefix
         emb = self._embed(ids)
         rnn = self.forward_rnn is not None and self.backward_rnn is not None
@@ -283,13 +282,18 @@ class SequenceEncoder(nn.Module):
         return self._embed(ids).sum(1) / valid.sum(1).clamp(min=1.0)
 
     @staticmethod
+    def _positions(ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Positions [1, L] and each history's length [B, 1] (its last valid position + 1)."""
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+        return pos, ((ids != spec.PAD_ID).long() * (pos + 1)).max(dim=1, keepdim=True).values
+
+    @staticmethod
     def _last_items(ids: Tensor, window: int) -> Tensor:
         """The last `window` items of each 0-padded history [B, L] -> [B, window], again 0-padded at the end.
 
         Indices are clamped to each history's own last item, never to the input's width, so the exported graph
         needs no shape arithmetic and accepts any L (shorter or longer than the window)."""
-        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
-        length = ((ids != spec.PAD_ID).long() * (pos + 1)).max(dim=1, keepdim=True).values  # [B, 1]
+        _, length = SequenceEncoder._positions(ids)
         start = (length - window).clamp(min=0)
         step = torch.arange(window, device=ids.device).unsqueeze(0)  # [1, W]
         idx = torch.minimum(start + step, (length - 1).clamp(min=0))
