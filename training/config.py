@@ -125,10 +125,18 @@ class OptimConfig:
     # per-epoch poster cache that every non-live item trains against goes stale. 0.1 was level with 1.0 on
     # validation under data.train_gap=1 (docs/training.md)
     cnn_lr_scale: float = field(default=1.0, metadata=ADDED_SWITCH)
+    # the retrieval's softmax scores each prefix's next item and, averaged at the same total weight, the N - 1 items
+    # after it (never the last data.train_gap ones): a multinomial likelihood over what the user watches next, as
+    # Mult-VAE's over a user's whole bag (the reference for the autoencoder) and PinnerFormer's dense
+    # all-action loss. 1: the next item only. Windows of 10 and 3 were below the preset on validation under
+    # data.train_gap=1, every seed (docs/training.md), so off
+    future_window: int = field(default=1, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
         if not self.cnn_lr_scale >= 0.0:
             raise ConfigError(f"optim.cnn_lr_scale must be >= 0, got {self.cnn_lr_scale}")
+        if self.future_window < 1:
+            raise ConfigError(f"optim.future_window must be >= 1, got {self.future_window}")
 
 
 @dataclass(frozen=True)

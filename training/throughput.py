@@ -38,6 +38,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full softmax, batch 512": {"softmax_negatives": None, "batch_size": 512},
     "full softmax, batch 512, rerank 128 rows": {"softmax_negatives": None, "batch_size": 512, "rerank_rows": 128},
     "full softmax, batch 512, rerank 64 rows": {"softmax_negatives": None, "batch_size": 512, "rerank_rows": 64},
+    "full softmax, batch 512, rerank 128 rows, future window 10": {
+        "softmax_negatives": None,
+        "batch_size": 512,
+        "rerank_rows": 128,
+        "future_window": 10,
+    },
 }
 
 

@@ -86,8 +86,10 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["optim"].pop("ema_decay"), full["model"]["item"].pop("content_dropout"), full["optim"].pop("lr_decay")
     full["model"]["item"].pop("id_residual"), full["data"].pop("train_gap")
     full["optim"].pop("cnn_lr_scale"), full["model"]["item"].pop("poster_for_cold")
-    full["model"]["sequence"].pop("rnn_window")
+    full["model"]["sequence"].pop("rnn_window"), full["optim"].pop("future_window")
     assert fp == full
+    bag = load_yaml(RunConfig, None, {"optim.future_window": 10})
+    assert fingerprint_dict(bag)["optim"]["future_window"] == 10
     slow_cnn = load_yaml(RunConfig, None, {"optim.cnn_lr_scale": 0.1, "model.item.poster_for_cold": True})
     assert fingerprint_dict(slow_cnn)["optim"]["cnn_lr_scale"] == 0.1
     assert fingerprint_dict(slow_cnn)["model"]["item"]["poster_for_cold"] is True

@@ -221,6 +221,49 @@ def test_train_gap_keeps_the_last_training_items_out_of_the_targets() -> None:
         epoch_examples(seqs, [1], None, np.random.default_rng(0), gap=-1)
 
 
+def test_the_future_window_reaches_the_items_after_the_target_but_never_the_gap() -> None:
+    import numpy as np
+
+    from hybridrec.training.objectives.next_item import future_items
+
+    seqs = {1: np.arange(10, 16), 2: np.arange(20, 23)}  # positions 0..5 and 0..2
+    got = future_items(seqs, [(1, 1), (1, 4), (2, 2)], window=3).numpy()
+    assert got.tolist() == [[12, 13], [15, 0], [0, 0]]  # 0: PAD, past the sequence's end
+    gapped = future_items(seqs, [(1, 1), (1, 3), (1, 4)], window=4, gap=1).numpy()
+    assert gapped.tolist() == [[12, 13, 14], [14, 0, 0], [0, 0, 0]]  # item 15 (the gap) is never a target
+    assert future_items(seqs, [(1, 1)], window=1).shape == (1, 0)  # the next item only
+
+
+def test_the_future_loss_is_the_mean_likelihood_of_each_rows_next_items() -> None:
+    import torch
+
+    from hybridrec.training.objectives.next_item import future_loss
+
+    cols = torch.tensor([0, 1, 4, 7, 9])  # sampled softmax: sorted item ids, one column each
+    dot = torch.randn(3, 5)
+    future = torch.tensor([[4, 9], [7, 0], [0, 0]])  # the third row has none
+    logp = torch.log_softmax(dot, dim=1)
+    want = (-(logp[0, 2] + logp[0, 4]) / 2 - logp[1, 3]) / 2
+    assert torch.allclose(future_loss(dot, cols, future), want)
+    assert future_loss(dot, cols, torch.zeros(3, 2, dtype=torch.long)).item() == 0.0
+
+
+def test_a_run_with_a_future_window_trains_and_the_window_must_be_positive(tmp_path: Path, data_dir: Path) -> None:
+    import json
+    import math
+
+    from hybridrec.dataclass_yaml import ConfigError
+    from hybridrec.training.config import OptimConfig
+
+    for sampled in (None, 16):  # full softmax, and sampled (the window's items join the columns)
+        sets = {"optim.future_window": 4, "optim.softmax_negatives": sampled, "data.train_gap": 1}
+        result = run_train(tiny_config(tmp_path, **sets), tmp_path / f"run{sampled}", data_dir)
+        history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
+        assert history and all(math.isfinite(h["loss"]) for h in history)
+    with pytest.raises(ConfigError, match="future_window"):
+        OptimConfig(future_window=0)
+
+
 def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = write_dataset(tmp_path / "ml", [])
     rc = main(["train", "--preset", "ci", "--quiet", "--data", str(data_dir), "--run", str(tmp_path / "run")])

@@ -2,7 +2,8 @@
 
 Per training prefix (every prefix of every user once per epoch, or ``data.targets_per_user`` random ones):
 * retrieval: softmax cross-entropy of user . item over the whole vocabulary, or over the targets plus
-  ``optim.softmax_negatives`` uniform items (what `recommend` retrieves by);
+  ``optim.softmax_negatives`` uniform items (what `recommend` retrieves by), with ``optim.future_window`` > 1 also
+  over the items that follow the target;
 * reranking: softmax cross-entropy + BCE of the fusion head over the target, the retrieval's current hardest unseen
   negatives and a few uniform ones (what `recommend` reranks);
 * the autoencoder's reconstruction MSE.
@@ -143,6 +144,30 @@ def epoch_examples(
     return examples
 
 
+def future_items(train_seq: dict[int, np.ndarray], batch: list[tuple[int, int]], window: int, gap: int = 0) -> Tensor:
+    """[B, window - 1]: the items after each (user, target position) example's target, within `window` items of it
+    and never among the sequence's last `gap` (which are never targets), PAD where there are fewer."""
+    out = np.full((len(batch), max(window - 1, 0)), spec.PAD_ID, np.int64)
+    for r, (u, t) in enumerate(batch):
+        seq = train_seq[u]
+        after = seq[t + 1 : min(t + window, len(seq) - gap)]
+        out[r, : len(after)] = after
+    return torch.from_numpy(out)
+
+
+def future_loss(dot: Tensor, cols: Tensor, future: Tensor) -> Tensor:
+    """The mean negative log-likelihood of each row's `future` items (PAD: none) under the softmax of its `dot`
+    scores over the sorted item columns `cols`; rows without any future item count for nothing."""
+    present = future != spec.PAD_ID
+    col = torch.searchsorted(cols, future).clamp(max=len(cols) - 1)
+    nll = -(torch.log_softmax(dot, dim=1).gather(1, col) * present)
+    count = present.sum(1)
+    rows = count > 0
+    if not bool(rows.any()):
+        return dot.new_zeros(())
+    return (nll.sum(1)[rows] / count[rows]).mean()
+
+
 class StepLoss(nn.Module):
     """One training step's loss on a batch of (user, target position) examples, as a module so that
     DistributedDataParallel can wrap it (its gradient sync hooks need the step to run through a forward call); in a
@@ -154,6 +179,7 @@ class StepLoss(nn.Module):
         self.table, self.train_seq, self.o = table, train_seq, cfg.optim
         self.hist_len, self.n_items = cfg.data.history_length, len(table)
         self.use_ae, self.recon_weight = cfg.model.fusion.use_autoencoder, cfg.model.fusion.reconstruction_weight
+        self.gap = cfg.data.train_gap
         self.dev = table.tensors["item_id"].device  # the CPU, or the rank's GPU under DDP; random draws stay on the CPU
 
     def forward(self, batch: list[tuple[int, int]], cache: Tensor | None) -> Tensor:
@@ -162,13 +188,14 @@ class StepLoss(nn.Module):
         seen = [self.train_seq[u][:t] for u, t in batch]
         hist = pad_histories([s[-self.hist_len :] for s in seen], self.hist_len).to(self.dev)
         targets = torch.tensor([int(self.train_seq[u][t]) for u, t in batch]).to(self.dev)
+        future = future_items(self.train_seq, batch, o.future_window, self.gap).to(self.dev)  # [B, window - 1]
         # Candidate set: every item (full softmax) or the batch's targets plus `softmax_negatives` uniform items
         # (sampled softmax: uniform sampling needs no logQ correction, and far cheaper steps buy more updates).
         if o.softmax_negatives is None:
             cols = torch.arange(self.n_items).to(self.dev)
         else:
             negatives = torch.randint(spec.FIRST_ID, self.n_items, (o.softmax_negatives,))
-            cols = torch.unique(torch.cat([targets, negatives.to(self.dev)]))
+            cols = torch.unique(torch.cat([targets, future[future != spec.PAD_ID], negatives.to(self.dev)]))
         label = torch.searchsorted(cols, targets)  # column of each row's target (cols is sorted and unique)
         pooled = None if cache is None else cache[cols]
         if pooled is not None and o.live_posters > 0:
@@ -185,6 +212,8 @@ class StepLoss(nn.Module):
         # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
         dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
         retrieval_loss = F.cross_entropy(dot, label)
+        if future.shape[1]:  # optim.future_window: the next few items as a bag, beside the next one
+            retrieval_loss = retrieval_loss + future_loss(dot, cols, future)
         # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
         # i.e. exactly the candidates it sees when serving `recommend`. Its inputs are detached: the head learns
         # to rerank on top of the two towers without its noisier gradients moving the retrieval embeddings.
