@@ -29,5 +29,11 @@ def test_hybrid_scorer_ranks_the_catalog_like_recommend(tiny_run: Path, dataset)
         assert retrieved.sum() == spec.RETRIEVAL_DEPTH
         assert not retrieved[hist[u]].any()  # seen items are never retrieved
         assert (row[retrieved] <= 1.0).all()
+    # every item the rerank leaves below the retrieved ones keeps its dot product, shifted by one constant per user
+    dot = scorer.retrieval_scores(users[:3], [hist[u] for u in users[:3]])
+    assert dot.shape == scores.shape
+    for served, retrieval in zip(scores, dot, strict=True):
+        shift = served[served < 0.0] - retrieval[served < 0.0]
+        np.testing.assert_allclose(shift, shift[0], atol=1e-5)
     result = evaluate_ranking(scorer.score, users, hist, targets).summary()
     assert result["users"] == len(users) and 0.0 <= result["ndcg@10"] <= result["hr@10"] <= 1.0

@@ -72,6 +72,19 @@ class HybridScorer:
         return self
 
     def score(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
+        user, items = self._encode(histories)
+        with torch.no_grad():
+            return pipeline_scores(self._model, user, items, list(histories), reserved=0).numpy()
+
+    def retrieval_scores(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
+        """The retrieval's dot product user . item over every catalog movie [B, catalog], before its top-k
+        (diagnostics: what the served rerank starts from)."""
+        user, items = self._encode(histories)
+        with torch.no_grad():
+            return (user @ items.T).numpy()
+
+    def _encode(self, histories: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(user embeddings [B, D], catalog item embeddings [catalog, D]) for histories of catalog indices."""
         if self._model is None or self._items is None:
             raise RuntimeError("HybridScorer.score before fit/load")
         hist = [self._movie_ids[np.asarray(h, dtype=np.int64)] for h in histories]
@@ -79,5 +92,4 @@ class HybridScorer:
             user = self._model.sequence_encoder(
                 torch.from_numpy(np.stack([encode_history(h.tolist(), self._artifacts) for h in hist]))
             )
-            scores = pipeline_scores(self._model, user, self._items, list(histories), reserved=0)
-        return scores.numpy()
+        return user, self._items
