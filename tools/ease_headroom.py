@@ -8,10 +8,12 @@ the served spec is widened for one (its history input is the last ``spec.HISTORY
 fitted with ``data.train_gap=1`` (the hybrid never saw the validation user's last training item), so EASE is fitted
 on the same gapped training rows and validation mimics test for both; its lambda and the blend weight are chosen on
 validation only. Per run it prints validation and test NDCG@10 (and test HR@10, and test NDCG@10 of the users with
-166+ training items, docs/results.md's heaviest quarter) for the hybrid as served, EASE alone
-its retrieval's dot product alone, EASE alone, and two blends, each weight a picked from ``BLENDS`` on validation:
-z-scored dot product + a * z-scored EASE score per user, and reciprocal-rank fusion of the served ranking with EASE's
-(1 / (60 + rank) + a / (60 + EASE rank)).
+166+ training items, docs/results.md's heaviest quarter) for the hybrid as served, its retrieval's dot product
+alone, EASE alone, and three blends, each weight a picked from ``BLENDS`` on validation:
+
+- ``blend_dot``: z-scored dot product + a * z-scored EASE score, per user;
+- ``blend_rrf``: reciprocal-rank fusion of the served ranking with EASE's, 1 / (60 + rank) + a / (60 + EASE rank);
+- ``blend_rrf_by_length``: the same with one weight per quarter of history length (``LENGTH_EDGES``).
 """
 
 from __future__ import annotations
