@@ -1,7 +1,8 @@
 """Headroom for an interaction autoencoder in the hybrid: how far a late blend of the hybrid's scores with EASE's
 (Steck's linear autoencoder over the user's *whole* history, the "linear cousin" of Mult-VAE) ranks above either.
 
-    .venv/bin/python tools/ease_headroom.py runs/exp/wd4/runs/hybrid-s0 runs/exp/wd4/runs/hybrid-s1 [--data DIR]
+    .venv/bin/python tools/ease_headroom.py runs/exp/wd4/runs/hybrid-s0 runs/exp/wd4/runs/hybrid-s1 \
+        [--data DIR] [--window 50]
 
 A diagnostic, not a served model: it estimates what an F_ae that reads the whole history as a bag could add before
 the served spec is widened for one (its history input is the last ``spec.HISTORY_LENGTH`` items). Runs should be
@@ -72,7 +73,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders of `hybridrec train` (fitted with data.train_gap=1)")
     parser.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="EASE scores from each user's last N training items only (0: the whole history), as an F_ae fed the "
+        "served history (spec.HISTORY_LENGTH) would; it is still fitted on whole rows and seen items stay masked",
+    )
     args = parser.parse_args()
+    if args.window < 0:
+        parser.error("--window must be >= 0")
     data = load_movielens(resolve_data_dir(args.data))
     ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
     gapped = {u: s[:-1] for u, s in ix.train.items()}  # what a train_gap=1 hybrid trained on
@@ -80,9 +90,10 @@ def main() -> None:
     stages = {stage: ix.stage(stage) for stage in ("valid", "test")}
     ease_scores = {}
     for stage, (users, hist, _) in stages.items():
-        ease_scores[stage] = _z(ease.score(users, [hist[u] for u in users]))
+        bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
+        ease_scores[stage] = _z(ease.score(users, bags))
     ease_rank = {stage: _ranks(scores) for stage, scores in ease_scores.items()}
-    out: dict[str, object] = {"ease_lambda": ease.lam}
+    out: dict[str, object] = {"ease_lambda": ease.lam, "window": args.window}
     for run in args.runs:
         scorer = HybridScorer(load_run_config(run), run, data).load()
         result: dict[str, object] = {}
