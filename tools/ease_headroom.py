@@ -4,8 +4,9 @@
     .venv/bin/python tools/ease_headroom.py runs/exp/wd4/runs/hybrid-s0 runs/exp/wd4/runs/hybrid-s1 \
         [--data DIR] [--window 50]
 
-A diagnostic, not a served model: it estimates what an F_ae that reads the whole history as a bag could add before
-the served spec is widened for one (its history input is the last ``spec.HISTORY_LENGTH`` items). Runs should be
+A diagnostic, not a served model: it estimates what an F_ae that reads the history as a bag could add. ``--window N``
+scores EASE from each user's last N items only (still fitted on whole rows): with N = ``spec.HISTORY_LENGTH``, what
+such an F_ae could add on today's served history input, without widening the spec. Runs should be
 fitted with ``data.train_gap=1`` (the hybrid never saw the validation user's last training item), so EASE is fitted
 on the same gapped training rows and validation mimics test for both; its lambda and the blend weight are chosen on
 validation only. Per run it prints validation and test NDCG@10 (and test HR@10, and test NDCG@10 of the users with

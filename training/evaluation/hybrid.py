@@ -86,7 +86,7 @@ class HybridScorer:
     def _encode(self, histories: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """(user embeddings [B, D], catalog item embeddings [catalog, D]) for histories of catalog indices."""
         if self._model is None or self._items is None:
-            raise RuntimeError("HybridScorer.score before fit/load")
+            raise RuntimeError("HybridScorer: scoring before fit/load")
         hist = [self._movie_ids[np.asarray(h, dtype=np.int64)] for h in histories]
         with torch.no_grad():
             user = self._model.sequence_encoder(
