@@ -29,11 +29,20 @@ class ItemEncoderConfig:
     # without the CNN ranks higher (docs/results.md); this keeps the poster for the cold items only content can
     # carry. Level with the preset on validation under data.train_gap=1 (docs/training.md), so off
     poster_for_cold: bool = field(default=False, metadata=ADDED_SWITCH)
+    # items with fewer training interactions than this have no id token, in training and at serving time: content
+    # alone scores them, as it scores movies never rated in training. Meant for the cold slice (<= 5 interactions),
+    # whose id rows learn from a handful of positives against every step's full-softmax push down; not yet measured
+    # (docs/training.md). 0: every item with an id row keeps its token
+    id_min_count: int = field(default=0, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
     # LayerNorm on the fused embedding: every item then has about the same norm, so the retrieval's dot product cannot
     # carry an item's popularity in its length (SASRec-CE's free embeddings can)
     output_norm: bool = field(default=True, metadata=ADDED_SWITCH)
+
+    def __post_init__(self) -> None:
+        if self.id_min_count < 0:
+            raise ConfigError(f"model.item.id_min_count must be >= 0, got {self.id_min_count}")
 
 
 @dataclass(frozen=True)
@@ -57,10 +66,20 @@ class SequenceEncoderConfig:
     # SASRec-CE's window) then costs an embedding lookup per item instead of an RNN step in both directions. With 200
     # and a window of 50 it was level with the preset on validation under data.train_gap=1, 4 seeds (docs/training.md)
     rnn_window: int | None = field(default=None, metadata=ADDED_SWITCH)
+    # the history as a bag, encoded as Mult-DAE encodes a user's row (Liang et al. 2018, the reference for the
+    # autoencoder): tanh(W x / sqrt(n) + b) over its own item table, with dropout on whole items (bag_dropout),
+    # concatenated with the RNN's pooled outputs before the dense layer. Its softmax over the catalog is the
+    # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py)
+    bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
+    bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
         if self.rnn_window is not None and self.rnn_window < 1:
             raise ConfigError(f"model.sequence.rnn_window must be >= 1 or null, got {self.rnn_window}")
+        if self.bag_dim is not None and self.bag_dim < 1:
+            raise ConfigError(f"model.sequence.bag_dim must be >= 1 or null, got {self.bag_dim}")
+        if not 0.0 <= self.bag_dropout < 1.0:
+            raise ConfigError(f"model.sequence.bag_dropout must be in [0, 1), got {self.bag_dropout}")
 
 
 @dataclass(frozen=True)

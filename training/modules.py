@@ -66,6 +66,7 @@ class ItemEncoder(nn.Module):
     well-defined embedding."""
 
     TOKENS = ("bias", "image", "genres", "year", "people", "overview", "item_id")
+    id_gate: Tensor
     mean: Tensor
     inv_std: Tensor
     word_idf: Tensor
@@ -101,6 +102,8 @@ class ItemEncoder(nn.Module):
         self.text_proj = nn.Linear(cfg.text_dim, dim)
         self.id_emb = nn.Embedding(self.num_items, cfg.id_dim)
         self.id_proj = nn.Linear(cfg.id_dim, dim)
+        if cfg.id_min_count > 0:  # 1.0 where the item's id token takes part (set_id_counts), exported as a constant
+            self.register_buffer("id_gate", torch.ones(self.num_items))
         self.bias_token = nn.Parameter(torch.zeros(dim))
         self.query = nn.Parameter(torch.randn(dim) / math.sqrt(dim))
         self.key = nn.Linear(dim, dim)
@@ -119,6 +122,12 @@ class ItemEncoder(nn.Module):
             overview.reshape(-1, spec.OVERVIEW_TOKENS),
         )
         return out.reshape(b, n, self.dim)
+
+    @torch.no_grad()
+    def set_id_counts(self, counts: Tensor) -> None:
+        """Training interactions per item index [num_items]: ids under ``id_min_count`` lose their token."""
+        if self.cfg.id_min_count > 0:
+            self.id_gate.copy_((counts >= self.cfg.id_min_count).to(self.id_gate.dtype))
 
     def poster_features(self, poster: Tensor) -> Tensor:
         """[M, 3, H, W] uint8 posters -> [M, C]: CNN regions pooled by spatial attention (before the projection).
@@ -165,6 +174,8 @@ class ItemEncoder(nn.Module):
 
         ids = sanitize_ids(item_id, self.num_items)
         has_id = ids >= spec.FIRST_ID
+        if self.cfg.id_min_count > 0:
+            has_id = has_id & (self.id_gate[ids] > 0.5)
         if self.training and self.cfg.id_dropout > 0:
             has_id = has_id & (torch.rand(ids.shape, device=ids.device) >= self.cfg.id_dropout)
         id_tok = self.id_proj(self.id_emb(ids))
@@ -222,7 +233,11 @@ class SequenceEncoder(nn.Module):
     pooled over the valid steps and passed through a dense layer.
 
     The backward direction runs a forward RNN over each history reversed *within its own length*, so padding appended
-    after the last item never reaches either direction: the output is exactly invariant to padding."""
+    after the last item never reaches either direction: the output is exactly invariant to padding.
+
+    With ``bag_dim``, the history is also read as an unordered bag by Mult-DAE's encoder (the interaction autoencoder
+    of the issue's reference, Liang et al. 2018), whose code joins the dense layer's input; the retrieval's softmax
+    over the catalog plays its decoder."""
 
     item_content: Tensor
 
@@ -243,7 +258,10 @@ class SequenceEncoder(nn.Module):
         # ablation (use_rnn=False): the same mean + last pooling over the item embeddings themselves
         pooled = 4 * cfg.hidden_dim if cfg.use_rnn else 2 * cfg.embedding_dim
         # rnn_window: the whole history's mean item embedding joins the windowed RNN's pooled outputs
-        self.dense = nn.Linear(pooled + (cfg.embedding_dim if cfg.rnn_window is not None else 0), dim)
+        pooled += cfg.embedding_dim if cfg.rnn_window is not None else 0
+        self.bag_emb = nn.Embedding(self.num_items, cfg.bag_dim) if cfg.bag_dim is not None else None
+        self.bag_bias = nn.Parameter(torch.zeros(cfg.bag_dim)) if cfg.bag_dim is not None else None
+        self.dense = nn.Linear(pooled + (cfg.bag_dim or 0), dim)
         self.drop = nn.Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
         xavier_init(self)
 
@@ -253,7 +271,7 @@ class SequenceEncoder(nn.Module):
         if self.training and self.cfg.unk_dropout > 0:
             drop = (torch.rand(ids.shape, device=ids.device) < self.cfg.unk_dropout) & (ids != spec.PAD_ID)
             ids = torch.where(drop, torch.full_like(ids, spec.UNK_ID), ids)
-        whole: list[Tensor] = []
+        whole: list[Tensor] = [] if self.bag_emb is None else [self._bag(ids)]
         if self.cfg.rnn_window is not None:
             whole.append(self._mean_embedding(ids))
             ids = self._last_items(ids, self.cfg.rnn_window)
@@ -280,6 +298,17 @@ class SequenceEncoder(nn.Module):
         """The mean item embedding over a history's valid items [B, E] (zeros for an empty history)."""
         valid = (ids != spec.PAD_ID).unsqueeze(-1).float()
         return self._embed(ids).sum(1) / valid.sum(1).clamp(min=1.0)
+
+    def _bag(self, ids: Tensor) -> Tensor:
+        """Mult-DAE's encoder over the history as a bag [B, bag_dim]: tanh(W x + b) with x the multi-hot row scaled
+        to unit norm (1 / sqrt(n)) and, in training, whole items dropped with inverted-dropout scaling."""
+        assert self.bag_emb is not None and self.bag_bias is not None
+        valid = (ids != spec.PAD_ID).float()
+        weight = valid / valid.sum(1, keepdim=True).clamp(min=1.0).sqrt()
+        if self.training and self.cfg.bag_dropout > 0:
+            keep = (torch.rand(ids.shape, device=ids.device) >= self.cfg.bag_dropout).float()
+            weight = weight * keep / (1.0 - self.cfg.bag_dropout)
+        return torch.tanh((self.bag_emb(ids) * weight.unsqueeze(-1)).sum(1) + self.bag_bias)
 
     @staticmethod
     def _positions(ids: Tensor) -> tuple[Tensor, Tensor]:

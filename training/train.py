@@ -30,7 +30,7 @@ from hybridrec.dataclass_yaml import from_dict, load_yaml, save_yaml, to_dict
 from hybridrec.preprocessing import Artifacts, fit_artifacts
 from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
-from hybridrec.training.evaluation.splits import leave_one_out_split
+from hybridrec.training.evaluation.splits import item_counts, leave_one_out_split
 from hybridrec.training.features import ItemTable, item_embeddings, poster_cache
 from hybridrec.training.fit import FitState, fit, make_optimizer
 from hybridrec.training.modules import HybridModel, fold_blend
@@ -153,6 +153,7 @@ def _train(
 
     table = ItemTable(data, artifacts)
     model = HybridModel(cfg.model, artifacts)
+    model.item_encoder.set_id_counts(torch.from_numpy(item_counts(train_seq, artifacts.num_items)))
     if ctx.device.type == "cuda":  # CUDA when present (one GPU per process under torchrun), else the CPU
         model.to(ctx.device)
         table.tensors = {k: v.to(ctx.device) for k, v in table.tensors.items()}

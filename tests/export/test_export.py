@@ -12,7 +12,7 @@ from hybridrec import spec
 from hybridrec.export.onnx_export import ParityError, check_onnx_parity, export_model
 from hybridrec.export.triton_config import drift, expected_files, model_config, parse
 from hybridrec.preprocessing import Artifacts
-from hybridrec.training.config import ModelConfig, SequenceEncoderConfig
+from hybridrec.training.config import ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
 from hybridrec.training.modules import HybridModel
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
@@ -46,12 +46,22 @@ def test_export_matches_eager_at_untraced_shapes(model: HybridModel, name: str, 
 
 
 def test_a_windowed_sequence_encoder_exports_for_histories_shorter_and_longer_than_its_window(tmp_path: Path) -> None:
-    """The window is traced at L=7 and checked at L=1, 50 and 83, around a window of 20."""
+    """The window is traced at L=7 and checked at L=1, 50 and 83, around a window of 20 (with the bag beside it)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(sequence=SequenceEncoderConfig(rnn_window=20))
+    cfg = ModelConfig(sequence=SequenceEncoderConfig(rnn_window=20, bag_dim=16))
     encoder = HybridModel(cfg, ART).eval().sequence_encoder
     path = export_model(encoder, spec.SEQUENCE_ENCODER, tmp_path / "model.onnx", 64, ART.num_items)
     assert check_onnx_parity(encoder, spec.SEQUENCE_ENCODER, path, 64, ART.num_items).max_abs_diff <= 1e-4
+
+
+def test_an_item_encoder_with_a_minimum_id_count_exports_its_gate(tmp_path: Path) -> None:
+    """The id gate (which ids keep their token) is a constant of the exported graph, not an input."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(item=ItemEncoderConfig(id_min_count=2))
+    encoder = HybridModel(cfg, ART).eval().item_encoder
+    encoder.set_id_counts(torch.arange(ART.num_items) % 3)  # a third of the ids lose their token
+    path = export_model(encoder, spec.ITEM_ENCODER, tmp_path / "model.onnx", 64, ART.num_items)
+    assert check_onnx_parity(encoder, spec.ITEM_ENCODER, path, 64, ART.num_items).max_abs_diff <= 1e-4
 
 
 def test_parity_error_is_typed(model: HybridModel, tmp_path: Path) -> None:

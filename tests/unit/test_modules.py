@@ -65,8 +65,10 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
         SequenceEncoderConfig(dropout=0.3),
         SequenceEncoderConfig(rnn_window=2),
         SequenceEncoderConfig(rnn_window=2, use_rnn=False),
+        SequenceEncoderConfig(bag_dim=8),
+        SequenceEncoderConfig(bag_dim=8, rnn_window=2),
     ],
-    ids=["no-rnn", "content", "dropout", "window", "window-no-rnn"],
+    ids=["no-rnn", "content", "dropout", "window", "window-no-rnn", "bag", "bag-window"],
 )
 def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
     torch.manual_seed(0)
@@ -93,6 +95,55 @@ def test_the_rnn_window_reads_the_last_items_and_the_pooled_term_the_whole_histo
         assert torch.isfinite(enc(torch.zeros(1, 4, dtype=torch.long))).all()  # an empty history
     with pytest.raises(ConfigError, match="rnn_window"):
         SequenceEncoderConfig(rnn_window=0)
+
+
+def test_the_bag_reads_every_history_item_as_an_unordered_set_and_drops_whole_items_in_training() -> None:
+    torch.manual_seed(0)
+    cfg = SequenceEncoderConfig(bag_dim=8, bag_dropout=0.5)
+    enc = SequenceEncoder(cfg, 16, ART).eval()
+    with torch.no_grad():
+        bag = enc._bag(torch.tensor([[5, 6, 7, 0], [7, 5, 6, 0], [0, 0, 0, 0]]))
+        torch.testing.assert_close(bag[0], bag[1])  # order-free
+        assert not bag[2].any()  # an empty history: tanh(0 + zero bias)
+        assert torch.isfinite(enc(torch.zeros(1, 4, dtype=torch.long))).all()
+        enc.train()
+        dropped = torch.stack([enc._bag(torch.tensor([[5, 6, 7, 8]])) for _ in range(20)])
+    assert len({tuple(r.flatten().tolist()) for r in dropped}) > 1  # training masks differ between steps
+    with pytest.raises(ConfigError, match="bag_dim"):
+        SequenceEncoderConfig(bag_dim=0)
+    with pytest.raises(ConfigError, match="bag_dropout"):
+        SequenceEncoderConfig(bag_dropout=1.0)
+
+
+def test_ids_under_the_minimum_count_lose_their_token_in_training_and_serving() -> None:
+    torch.manual_seed(0)
+    model = HybridModel(ModelConfig(item=ItemEncoderConfig(id_min_count=3, id_dropout=0.0)), ART)
+    enc = model.item_encoder
+    counts = torch.zeros(ART.num_items, dtype=torch.long)
+    counts[spec.FIRST_ID] = 3  # the first item keeps its id token; the second (1 interaction) does not
+    counts[spec.FIRST_ID + 1] = 1
+    enc.set_id_counts(counts)
+    ids = torch.tensor([spec.FIRST_ID, spec.FIRST_ID + 1])
+    items = (
+        ids,
+        torch.zeros(2, spec.IMAGE_CHANNELS, spec.IMAGE_HEIGHT, spec.IMAGE_WIDTH, dtype=torch.uint8),
+        torch.zeros(2, spec.META_WIDTH),
+        torch.zeros(2, spec.PEOPLE_SLOTS, dtype=torch.long),
+        torch.zeros(2, spec.OVERVIEW_TOKENS, dtype=torch.long),
+    )
+    for mode in (enc.eval, enc.train):
+        mode()
+        with torch.no_grad():
+            before = enc.encode(*items)
+            enc.id_emb.weight.add_(1.0)  # move every id row: only the kept id's embedding may follow
+            after = enc.encode(*items)
+            enc.id_emb.weight.sub_(1.0)
+        assert not torch.allclose(before[0], after[0])
+        torch.testing.assert_close(before[1], after[1])
+    assert "item_encoder.id_gate" in model.state_dict()  # exported and checkpointed with the weights
+    assert "item_encoder.id_gate" not in HybridModel(ModelConfig(), ART).state_dict()  # off: checkpoints are unchanged
+    with pytest.raises(ConfigError, match="id_min_count"):
+        ItemEncoderConfig(id_min_count=-1)
 
 
 def test_fusion_layer_starts_at_the_retrieval_score_and_ablating_the_autoencoder_zeroes_f_ae() -> None:

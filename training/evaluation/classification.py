@@ -38,12 +38,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from hybridrec.data import MovieLensData, Ratings
 from hybridrec.training.config import RunConfig
 from hybridrec.training.evaluation.baselines import torch_threads
 from hybridrec.training.evaluation.metrics import classification_report
-from hybridrec.training.evaluation.splits import TemporalSplit, liked, temporal_split
+from hybridrec.training.evaluation.splits import TemporalSplit, item_counts, liked, temporal_split
 from hybridrec.training.features import poster_cache
 from hybridrec.training.fit import fit, make_optimizer
 from hybridrec.training.modules import HybridModel
@@ -214,6 +215,8 @@ def train_hybrid_liked(
     with torch_threads(o.threads):
         set_seed(seed)
         model = HybridModel(run_cfg.model, inputs.artifacts)
+        counts = item_counts(inputs.train_seq, inputs.artifacts.num_items)
+        model.item_encoder.set_id_counts(torch.from_numpy(counts))
         opt = make_optimizer(model, o)
         wide = fit_wide(inputs.train_ratings, inputs.train_label) if rating_stats else None
         objective = LikedObjective(model, inputs, run_cfg, np.random.default_rng(seed), wide)

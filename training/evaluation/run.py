@@ -215,9 +215,15 @@ def fit_and_cache(ctx: _Context, name: str, seed: int, fp: str) -> SeedResult:
     t = time.time()
     scorer.fit(ctx.ix.train, ctx.ix.num_items, valid=ctx.ix.valid, movies=ctx.movies)
     fit_s = time.time() - t
-    valid = evaluate_ranking(scorer.score, *ctx.valid).summary()["ndcg@10"]
+    valid_ranks = evaluate_ranking(scorer.score, *ctx.valid)
+    valid = valid_ranks.summary()["ndcg@10"]
     test = evaluate_ranking(scorer.score, *ctx.test)
-    r = SeedResult(None if name in DETERMINISTIC else seed, test, valid, fit_s, info())
+    # the cold slice on validation too, so that cold-item levers are chosen without reading test
+    cold = cold_item_users(ctx.ix.train, ctx.ix.valid, ctx.ix.num_items, ctx.cfg.cold_threshold)
+    extra: dict[str, float] = {"valid_cold_users": len(cold)}
+    if len(cold):
+        extra["valid_cold_hr@10"] = valid_ranks.subset(cold).summary()["hr@10"]
+    r = SeedResult(None if name in DETERMINISTIC else seed, test, valid, fit_s, {**info(), **extra})
     _save(_cache_path(ctx.cache, name, seed), r, fp)
     log.info("%s seed %d: valid NDCG@10 %.4f test %s (%.0fs)", name, seed, valid, test.summary(), fit_s)
     return r
