@@ -31,8 +31,9 @@ class ItemEncoderConfig:
     poster_for_cold: bool = field(default=False, metadata=ADDED_SWITCH)
     # items with fewer training interactions than this have no id token, in training and at serving time: content
     # alone scores them, as it scores movies never rated in training. Meant for the cold slice (<= 5 interactions),
-    # whose id rows learn from a handful of positives against every step's full-softmax push down; not yet measured
-    # (docs/training.md). 0: every item with an id row keeps its token
+    # whose id rows learn from a handful of positives against every step's full-softmax push down. With 6 it was not
+    # above the presets on validation under data.train_gap=1, 2 seeds (docs/training.md), so off. 0: every item with
+    # an id row keeps its token
     id_min_count: int = field(default=0, metadata=ADDED_SWITCH)
     use_image: bool = True
     use_metadata: bool = True
