@@ -9,12 +9,15 @@ interactions) and NDCG@10 where the target was rated in the same second as the h
 With ``--drop-last`` it also scores each stage with the history's last item left out of the model's input (still
 masked as seen): what the last item adds, on validation (a training target of that user, unless the run had
 ``data.train_gap``) and on test (the validation item, never a target). Choose settings on the validation numbers only.
+``--save-ranks FILE.npz`` keeps each user's target ranks for tools/paired_runs.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+import numpy as np
 
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.hybrid import HybridScorer
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--data", help="dataset folder (default: $HYBRIDREC_DATA, then ../shared/data/movielens-small)")
     parser.add_argument("--cold-threshold", type=int, default=5)
     parser.add_argument("--drop-last", action="store_true", help="also score without the history's last item")
+    parser.add_argument("--save-ranks", metavar="NPZ", help="save per-user valid/test ranks (tools/paired_runs.py)")
     args = parser.parse_args()
     data = load_movielens(resolve_data_dir(args.data))
     split = leave_one_out_split(data)
@@ -54,6 +58,15 @@ def main() -> None:
             key = "same_second" if label == SAME_SECOND else "later"
             out[f"{stage}_{key}_users"] = len(users)
             out[f"{stage}_{key}_ndcg@10"] = result.subset(users).summary()["ndcg@10"]
+    if args.save_ranks:
+        np.savez(
+            args.save_ranks,
+            valid_users=valid_all.users,
+            valid_ranks=valid_all.ranks,
+            test_users=test.users,
+            test_ranks=test.ranks,
+            cold_users=cold,
+        )
     if args.drop_last:
         for stage in ("valid", "test"):
             users, hist, targets = ix.stage(stage)

@@ -70,9 +70,15 @@ class SequenceEncoderConfig:
     # the history as a bag, encoded as Mult-DAE encodes a user's row (Liang et al. 2018, the reference for the
     # autoencoder): tanh(W x / sqrt(n) + b) over its own item table, with dropout on whole items (bag_dropout),
     # concatenated with the RNN's pooled outputs before the dense layer. Its softmax over the catalog is the
-    # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py)
+    # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py). 64 is
+    # above the presets on validation under data.train_gap=1 for every seed of two 4-seed refits (+0.006, standard
+    # error 0.0036 over users): off until docs/results.md is refitted with it (docs/training.md)
     bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
     bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
+    # pool the RNN's outputs by additive attention with the last step's output as the query (NARM, Li et al. 2017:
+    # which earlier items matter depends on the latest one) instead of their plain mean; the last step's output stays
+    # beside it. False: the mean. Below the presets on validation under data.train_gap=1, 2 seeds (docs/training.md)
+    attention_pool: bool = field(default=False, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
         if self.rnn_window is not None and self.rnn_window < 1:

@@ -237,7 +237,8 @@ class SequenceEncoder(nn.Module):
 
     With ``bag_dim``, the history is also read as an unordered bag by Mult-DAE's encoder (the interaction autoencoder
     of the issue's reference, Liang et al. 2018), whose code joins the dense layer's input; the retrieval's softmax
-    over the catalog plays its decoder."""
+    over the catalog plays its decoder. With ``attention_pool``, an attention over the steps keyed by the last one
+    (NARM) replaces the plain mean of the outputs."""
 
     item_content: Tensor
 
@@ -262,6 +263,10 @@ class SequenceEncoder(nn.Module):
         self.bag_emb = nn.Embedding(self.num_items, cfg.bag_dim) if cfg.bag_dim is not None else None
         self.bag_bias = nn.Parameter(torch.zeros(cfg.bag_dim)) if cfg.bag_dim is not None else None
         self.dense = nn.Linear(pooled + (cfg.bag_dim or 0), dim)
+        step = 2 * cfg.hidden_dim if cfg.use_rnn else cfg.embedding_dim  # one step's output width
+        self.attn_query = nn.Linear(step, step, bias=False) if cfg.attention_pool else None
+        self.attn_key = nn.Linear(step, step) if cfg.attention_pool else None
+        self.attn_score = nn.Linear(step, 1, bias=False) if cfg.attention_pool else None
         self.drop = nn.Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
         xavier_init(self)
 
@@ -282,10 +287,23 @@ class SequenceEncoder(nn.Module):
         rnn = self.forward_rnn is not None and self.backward_rnn is not None
         out = self.drop(self._bidirectional(emb, rev)) if rnn else emb
         mask = valid.unsqueeze(-1).float()
-        mean = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last_idx = (length - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, out.shape[-1])
         last = torch.gather(out, 1, last_idx).squeeze(1) * (length > 0).float()  # empty history -> zeros
-        return self.dense(torch.cat([mean, last, *whole], dim=-1))
+        summary = self._attend(out, last, valid) if self.cfg.attention_pool else self._masked_mean(out, mask)
+        return self.dense(torch.cat([summary, last, *whole], dim=-1))
+
+    @staticmethod
+    def _masked_mean(out: Tensor, mask: Tensor) -> Tensor:
+        return (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def _attend(self, out: Tensor, last: Tensor, valid: Tensor) -> Tensor:
+        """NARM's attentive summary [B, S]: softmax over the valid steps of v . sigmoid(A1 last + A2 out_j), the
+        weighted sum of out_j. Padding gets exactly zero weight, so the summary stays invariant to padding; an empty
+        history gives zeros."""
+        assert self.attn_query is not None and self.attn_key is not None and self.attn_score is not None
+        energy = self.attn_score(torch.sigmoid(self.attn_query(last).unsqueeze(1) + self.attn_key(out))).squeeze(-1)
+        weight = torch.softmax(energy.masked_fill(~valid, NEG), dim=1) * valid.float()  # [B, L]
+        return (weight.unsqueeze(-1) * out).sum(1)
 
     def _embed(self, ids: Tensor) -> Tensor:
         """[B, L] ids -> [B, L, E] item embeddings (dropout in training), zero at padding."""

@@ -67,8 +67,20 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
         SequenceEncoderConfig(rnn_window=2, use_rnn=False),
         SequenceEncoderConfig(bag_dim=8),
         SequenceEncoderConfig(bag_dim=8, rnn_window=2),
+        SequenceEncoderConfig(attention_pool=True),
+        SequenceEncoderConfig(attention_pool=True, use_rnn=False),
     ],
-    ids=["no-rnn", "content", "dropout", "window", "window-no-rnn", "bag", "bag-window"],
+    ids=[
+        "no-rnn",
+        "content",
+        "dropout",
+        "window",
+        "window-no-rnn",
+        "bag",
+        "bag-window",
+        "attention",
+        "attention-no-rnn",
+    ],
 )
 def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
     torch.manual_seed(0)
@@ -266,3 +278,19 @@ def test_poster_for_cold_uses_the_poster_only_for_items_without_an_id_token() ->
         assert moved[[0, 1, 3]].max() < 1e-6 and moved[2] > 1e-4
         enc.train()  # id_dropout=1: no training item keeps its id token, so every poster counts
         assert (enc(*items) - enc(*other))[0].abs().amax(-1).min() > 1e-4
+
+
+def test_attention_pooling_weighs_the_history_by_its_last_step() -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(attention_pool=True), 16, ART).eval()
+    out = torch.randn(2, 4, 2 * enc.cfg.hidden_dim)
+    valid = torch.tensor([[True, True, True, False], [False, False, False, False]])
+    with torch.no_grad():
+        summary = enc._attend(out, out[:, 2], valid)
+        assert not summary[1].any()  # an empty history: zeros
+        # a convex combination of the valid steps only: the padded step's output never counts
+        moved = out.clone()
+        moved[0, 3] += 100.0
+        torch.testing.assert_close(enc._attend(moved, out[:, 2], valid), summary)
+        assert not torch.allclose(summary[0], out[0, :3].mean(0))  # not the plain mean
+        assert torch.isfinite(enc(torch.zeros(1, 5, dtype=torch.long))).all()

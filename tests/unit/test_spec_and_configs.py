@@ -88,7 +88,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["optim"].pop("cnn_lr_scale"), full["model"]["item"].pop("poster_for_cold")
     full["model"]["sequence"].pop("rnn_window"), full["optim"].pop("future_window")
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
-    full["model"]["item"].pop("id_min_count")
+    full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
     assert fp == full
     bag = load_yaml(RunConfig, None, {"optim.future_window": 10})
     assert fingerprint_dict(bag)["optim"]["future_window"] == 10

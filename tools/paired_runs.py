@@ -1,0 +1,70 @@
+"""Compare two settings' fits user by user, on validation and on test, with the resolution 610 users allow.
+
+    .venv/bin/python tools/paired_runs.py --a runs/exp/preset/ranks-s*.npz --b runs/exp/variant/ranks-s*.npz
+
+Each file is one fit's ranks from ``tools/score_run.py RUN --save-ranks FILE``. Fits of a setting are averaged per
+user (seeds), then the two settings are paired over the same users. Printed per stage (and on test's cold slice): both
+means, the mean difference, its standard error over users, a paired t-test and a Wilcoxon signed-rank p-value.
+
+Why: every seed of a setting is scored on the same 610 validation (and test) targets, so agreement between seeds says
+nothing about those targets' own sampling noise. The standard error printed here does: a validation difference
+smaller than about twice it cannot be expected to carry over to test, however many seeds agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from hybridrec.training.evaluation.metrics import paired_test, ranking_values
+
+
+def _per_user(files: list[str], stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """(users, the fits' mean per-user NDCG@10) of one stage; every fit must score the same users."""
+    users: np.ndarray | None = None
+    rows = []
+    for f in files:
+        z = np.load(f)
+        if users is None:
+            users = z[f"{stage}_users"]
+        elif not np.array_equal(users, z[f"{stage}_users"]):
+            raise SystemExit(f"{f}: scores other {stage} users than {files[0]}")
+        rows.append(ranking_values(z[f"{stage}_ranks"], 10)["ndcg@10"])
+    assert users is not None
+    return users, np.mean(rows, axis=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", nargs="+", required=True, help="rank files of setting A (one per seed)")
+    parser.add_argument("--b", nargs="+", required=True, help="rank files of setting B (one per seed)")
+    args = parser.parse_args()
+    out: dict[str, dict[str, float]] = {}
+    cold = np.load(args.a[0])["cold_users"]
+    for stage, only in (("valid", None), ("test", None), ("test_cold", cold)):
+        base = stage.split("_")[0]
+        users_a, a = _per_user(args.a, base)
+        users_b, b = _per_user(args.b, base)
+        if not np.array_equal(users_a, users_b):
+            raise SystemExit(f"the two settings score different {base} users")
+        if only is not None:
+            keep = np.isin(users_a, only)
+            a, b = a[keep], b[keep]
+        t = paired_test(b, a)
+        se = float(np.std(b - a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
+        out[stage] = {
+            "users": len(a),
+            "a": float(a.mean()),
+            "b": float(b.mean()),
+            "b_minus_a": t.mean_diff,
+            "se": se,
+            "t_p": t.t_pvalue,
+            "wilcoxon_p": t.wilcoxon_pvalue,
+        }
+    print(json.dumps({s: {k: round(v, 4) for k, v in m.items()} for s, m in out.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
