@@ -53,7 +53,7 @@ def main() -> None:
             keep = np.isin(users_a, only)
             a, b = a[keep], b[keep]
         t = paired_test(b, a)
-        se = float(np.std(b - a, ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
+        se = float(np.std(b - a, ddof=1) / np.sqrt(len(a)))  # paired_test has checked for >= 2 users
         out[stage] = {
             "users": len(a),
             "a": float(a.mean()),

@@ -559,7 +559,7 @@ def test_same_second_slices_split_users_by_the_test_ratings_timestamp() -> None:
     assert {k: v.tolist() for k, v in slices.items()} == {SAME_SECOND: [2], LATER: [1]}
 
 
-def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """tools/paired_runs.py: seed-averaged per-user NDCG@10, B - A, with its standard error over users."""
     users = np.arange(1, 5)
     files = {}
@@ -577,12 +577,8 @@ def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Pa
             test_ranks=np.array(test),
             cold_users=np.array([1, 2]),
         )
-    argv = sys.argv
-    sys.argv = ["paired_runs.py", "--a", files["a0"], files["a1"], "--b", files["b0"]]
-    try:
-        runpy.run_path(str(Path(__file__).parents[2] / "tools" / "paired_runs.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    monkeypatch.setattr(sys, "argv", ["paired_runs.py", "--a", files["a0"], files["a1"], "--b", files["b0"]])
+    runpy.run_path(str(Path(__file__).parents[2] / "tools" / "paired_runs.py"), run_name="__main__")
     out = json.loads(capsys.readouterr().out)
     assert out["valid"]["a"] == 0.125 and out["valid"]["b"] == 0.5  # rank 0 scores 1: A = mean(0.5, 0, 0, 0)
     assert out["valid"]["b_minus_a"] == 0.375 and out["test"]["b_minus_a"] == 0.25
