@@ -118,11 +118,23 @@ def test_dynamic_batcher_merges_concurrent_requests(request, server_fixture: str
                     out.append(client.recommend_tensors(history, 10)[1])
             return out
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = list(pool.map(worker, range(threads)))
-    for i in range(3):  # identical requests give identical answers, whatever batch they were merged into
-        same = [r for j, rs in enumerate(results) if j % 3 == i for r in rs]
-        assert all(np.allclose(r, same[0], atol=1e-5) for r in same)
+    def merged() -> bool:
+        stats = {m: _stats(server, m) for m in before}
+        return all(
+            stats[m]["execution_count"] - o["execution_count"] < stats[m]["inference_count"] - o["inference_count"]
+            for m, o in before.items()
+        )
+
+    # Whether two requests meet inside one queue delay depends on the scheduler: on a loaded 2-core machine a burst
+    # can come out serialised, so up to 3 bursts are sent, and the assertions below hold over all of them.
+    for _ in range(3):
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            results = list(pool.map(worker, range(threads)))
+        for i in range(3):  # identical requests give identical answers, whatever batch they were merged into
+            same = [r for j, rs in enumerate(results) if j % 3 == i for r in rs]
+            assert all(np.allclose(r, same[0], atol=1e-5) for r in same)
+        if merged():
+            break
     for model, old in before.items():
         new = _stats(server, model)
         inferences = new["inference_count"] - old["inference_count"]
