@@ -72,7 +72,8 @@ class SequenceEncoderConfig:
     # concatenated with the RNN's pooled outputs before the dense layer. Its softmax over the catalog is the
     # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py). 64 is
     # above the presets on validation under data.train_gap=1 for every seed of two 4-seed refits (+0.006, standard
-    # error 0.0036 over users): off until docs/results.md is refitted with it (docs/training.md)
+    # error 0.0036 over users): on in the `full` and `evaluate` presets, which docs/results.md is fitted with
+    # (docs/training.md)
     bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
     bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
     # pool the RNN's outputs by additive attention with the last step's output as the query (NARM, Li et al. 2017:
