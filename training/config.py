@@ -22,7 +22,7 @@ class ItemEncoderConfig:
     content_dropout: float = field(default=0.0, metadata=ADDED_SWITCH)
     # add the id token to the fused embedding as well as fusing it: the attention average gives the id one share of
     # seven tokens, while the order of what users watch next is often specific to one movie, not to its content.
-    # On in the `full` and `evaluate` presets (chosen on validation with data.train_gap=1, docs/training.md)
+    # On in the `full`, `evaluate` and `demo` presets (chosen on validation with data.train_gap=1, docs/training.md)
     id_residual: bool = field(default=False, metadata=ADDED_SWITCH)
     # the poster token takes part in the fusion only for items without an id token: cold items at serving time, and
     # training items whose id is dropped (id_dropout). A poster identifies a movie as its id does, and the ablation
@@ -72,8 +72,8 @@ class SequenceEncoderConfig:
     # concatenated with the RNN's pooled outputs before the dense layer. Its softmax over the catalog is the
     # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py). 64 is
     # above the presets on validation under data.train_gap=1 for every seed of two 4-seed refits (+0.006, standard
-    # error 0.0036 over users): on in the `full` and `evaluate` presets, which docs/results.md is fitted with
-    # (docs/training.md)
+    # error 0.0036 over users): on in the `full` and `evaluate` presets, which docs/results.md is fitted with, and in
+    # `demo`, which trains the same model (docs/training.md)
     bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
     bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
     # pool the RNN's outputs by additive attention with the last step's output as the query (NARM, Li et al. 2017:
@@ -142,7 +142,7 @@ class OptimConfig:
     seed: int = 0
     threads: int | None = None
     # exponential moving average of the weights (decay per step; None: off): validation, the kept model and what is
-    # served use the average, training steps the raw weights
+    # served use the average, training steps the raw weights. 0.995 in the `full`, `evaluate` and `demo` presets
     ema_decay: float | None = field(default=None, metadata=ADDED_SWITCH)
     # "linear": the learning rate falls linearly from `lr` to 0 over `epochs` epochs (per step); "constant": no decay.
     # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps

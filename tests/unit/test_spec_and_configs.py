@@ -130,7 +130,7 @@ def test_every_training_preset_loads(preset: str) -> None:
 
 
 @pytest.mark.unit
-def test_the_full_preset_trains_the_model_that_evaluate_measures() -> None:
+def test_the_full_and_demo_presets_train_the_model_that_evaluate_measures() -> None:
     from hybridrec.cli import PRESETS
     from hybridrec.training.evaluation.run import EvaluateConfig
 
@@ -138,3 +138,6 @@ def test_the_full_preset_trains_the_model_that_evaluate_measures() -> None:
     measured = load_yaml(EvaluateConfig, PRESETS / "evaluate.yaml").hybrid
     assert full.model == measured.model and full.model.item.id_residual
     assert full.data == measured.data
+    # `make demo` serves the same model, trained for fewer epochs
+    demo = load_yaml(RunConfig, PRESETS / "demo.yaml")
+    assert demo.model == full.model and demo.optim.ema_decay == full.optim.ema_decay
