@@ -54,6 +54,9 @@ class FitState:
     bad_epochs: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     stopped: str = ""  # why the loop ended early ("patience", "budget"), empty when it ran every epoch
+    # The weight average's tensors (optim.ema_decay), kept in the checkpoint: a resumed fit goes on averaging from
+    # them, as an uninterrupted one would, instead of restarting the average at the raw weights.
+    average: list[Tensor] | None = None
 
 
 def fit(
@@ -79,7 +82,8 @@ def fit(
     state = state or FitState()
     t0 = time.time() - (state.history[-1]["elapsed_s"] if state.history else 0.0)
     prefix = f"{name} " if name else ""
-    ema = WeightAverage(model, o.ema_decay) if o.ema_decay else None
+    ema = WeightAverage(model, o.ema_decay, state.average) if o.ema_decay else None
+    state.average = ema.average if ema is not None else None
     schedule = lr_schedule(o)
     for epoch in range(state.next_epoch, o.epochs):
         batches = objective.batches(epoch)
@@ -163,12 +167,18 @@ class WeightAverage:
     """An exponential moving average of a model's parameters, updated after every optimiser step; ``swap`` exchanges
     the model's parameters with the average (twice: back again)."""
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, average: Sequence[Tensor] | None = None) -> None:
+        """``average``: a saved average (a checkpoint's) to go on from; None starts it at the model's weights."""
         if not 0.0 < decay < 1.0:
             raise ValueError(f"optim.ema_decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self.params]
+        if average is not None:
+            shapes, saved = [tuple(p.shape) for p in self.params], [tuple(a.shape) for a in average]
+            if shapes != saved:
+                raise ValueError(f"the saved weight average does not fit the model: shapes {saved} != {shapes}")
+        start = self.params if average is None else average
+        self.average = [a.detach().to(p.device, p.dtype).clone() for a, p in zip(start, self.params, strict=True)]
 
     @torch.no_grad()
     def update(self) -> None:

@@ -169,6 +169,9 @@ def _train(
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optim"])
         state = FitState(ckpt["epoch"] + 1, ckpt["best"], ckpt["best_epoch"], ckpt["bad"], ckpt["history"])
+        state.average = ckpt.get("average")
+        if o.ema_decay and state.average is None:  # a checkpoint written before the average was kept
+            log.warning("resume: %s has no weight average; the average restarts from the raw weights", ckpt["path"])
         torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["np_rng"])
         log.info("resumed from %s at epoch %d", ckpt["path"], state.next_epoch + 1)
@@ -190,6 +193,7 @@ def _train(
                 "best_epoch": st.best_epoch,
                 "bad": st.bad_epochs,
                 "history": st.history,
+                "average": st.average,  # the weight average (optim.ema_decay), or None
                 "torch_rng": torch.get_rng_state(),
                 "np_rng": np.random.get_state(),
             },

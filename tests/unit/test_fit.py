@@ -107,6 +107,45 @@ def test_weight_average_validates_the_average_and_trains_the_raw_weights() -> No
     assert seen["epoch"][-1] == raw and all(abs(3.0 - v) > abs(3.0 - raw) for v in seen["validate"])
 
 
+def test_a_resumed_fit_goes_on_with_the_saved_weight_average() -> None:
+    """The checkpoint keeps the weight average (FitState.average): a fit stopped after epoch 1 and resumed validates
+    the same averaged weights in epoch 2 as one that never stopped, not an average restarted at the raw weights."""
+    import copy
+
+    o = OptimConfig(lr=0.1, epochs=2, patience=5, ema_decay=0.9)
+
+    def validated(model: nn.Module) -> tuple[list[float], Scripted]:
+        """The weights each validation sees, and an objective that records them."""
+        seen: list[float] = []
+
+        class Watched(Scripted):
+            def validate(self) -> dict[str, float]:
+                seen.append(model.weight.item())
+                return {"score": float(len(seen))}
+
+        return seen, Watched(model, [])
+
+    torch.manual_seed(0)
+    whole = nn.Linear(1, 1, bias=False)
+    first = copy.deepcopy(whole)
+    seen_whole, objective = validated(whole)
+    fit(whole, objective, torch.optim.SGD(whole.parameters(), lr=0.1), o)
+
+    opt = torch.optim.SGD(first.parameters(), lr=0.1)
+    seen_first, objective = validated(first)
+    state = fit(first, objective, opt, replace(o, epochs=1))
+    saved = {"model": copy.deepcopy(first.state_dict()), "average": [a.clone() for a in state.average or []]}
+    resumed = nn.Linear(1, 1, bias=False)
+    resumed.load_state_dict(saved["model"])
+    seen_resumed, objective = validated(resumed)
+    start = FitState(next_epoch=1, best=state.best, best_epoch=1, history=state.history, average=saved["average"])
+    fit(resumed, objective, torch.optim.SGD(resumed.parameters(), lr=0.1), o, state=start)
+    assert seen_first + seen_resumed == pytest.approx(seen_whole, abs=1e-7)
+    assert resumed.weight.item() == pytest.approx(whole.weight.item())  # training goes on with the raw weights
+    with pytest.raises(ValueError, match="does not fit the model"):
+        fit(nn.Linear(2, 1), objective, opt, o, state=FitState(next_epoch=1, average=saved["average"]))
+
+
 def test_linear_lr_decay_falls_per_step_to_zero_over_the_epochs_and_resumes_on_schedule() -> None:
     model = nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

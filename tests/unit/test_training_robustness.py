@@ -158,6 +158,24 @@ def test_resume_with_only_torn_checkpoints_starts_fresh(
     assert train_mod.load_checkpoint(run) is not None  # a good one now
 
 
+def test_resume_goes_on_with_the_checkpoints_weight_average(
+    tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    averaged = {"optim.ema_decay": 0.9}
+    run_train(tiny_config(tmp_path, **averaged), run, data_dir)
+    ckpt = train_mod.load_checkpoint(run)
+    assert ckpt is not None and ckpt["average"] is not None and len(ckpt["average"]) > 0
+    caplog.set_level(logging.INFO, logger=train_mod.__name__)
+    assert run_train(tiny_config(tmp_path, epochs=2, **averaged), run, data_dir, resume=True).epochs == 2
+    assert "no weight average" not in warnings_of(caplog)
+    # A checkpoint from before the average was kept: the resume says the average restarts at the raw weights.
+    old = {k: v for k, v in torch.load(run / "checkpoint.pt", weights_only=False).items() if k != "average"}
+    torch.save(old, run / "checkpoint.pt")
+    run_train(tiny_config(tmp_path, epochs=3, **averaged), run, data_dir, resume=True)
+    assert "has no weight average; the average restarts from the raw weights" in warnings_of(caplog)
+
+
 def test_resume_without_checkpoint_warns_and_starts_fresh(
     tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
