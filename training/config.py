@@ -142,7 +142,8 @@ class OptimConfig:
     seed: int = 0
     threads: int | None = None
     # exponential moving average of the weights (decay per step; None: off): validation, the kept model and what is
-    # served use the average, training steps the raw weights. 0.995 in the `full`, `evaluate` and `demo` presets
+    # served use the average, training steps the raw weights. 0.998 in the `full` and `evaluate` presets, 0.995 in
+    # `demo` (chosen on each: docs/training.md)
     ema_decay: float | None = field(default=None, metadata=ADDED_SWITCH)
     # "linear": the learning rate falls linearly from `lr` to 0 over `epochs` epochs (per step); "constant": no decay.
     # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps

@@ -137,7 +137,8 @@ def test_the_full_and_demo_presets_train_the_model_that_evaluate_measures() -> N
     full = load_yaml(RunConfig, PRESETS / "full.yaml")
     measured = load_yaml(EvaluateConfig, PRESETS / "evaluate.yaml").hybrid
     assert full.model == measured.model and full.model.item.id_residual
-    assert full.data == measured.data
-    # `make demo` serves the same model, trained for fewer epochs
+    assert full.data == measured.data and full.optim.ema_decay == measured.optim.ema_decay
+    # `make demo` serves the same model, trained for fewer epochs; its weight average was chosen on the demo itself
+    # (a 3-epoch fit), so it may be shorter than the measured preset's
     demo = load_yaml(RunConfig, PRESETS / "demo.yaml")
-    assert demo.model == full.model and demo.optim.ema_decay == full.optim.ema_decay
+    assert demo.model == full.model and demo.optim.ema_decay is not None
