@@ -9,7 +9,7 @@ from hybridrec import spec
 from hybridrec.dataclass_yaml import ConfigError
 from hybridrec.preprocessing import Artifacts
 from hybridrec.training.config import ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
-from hybridrec.training.modules import HybridModel, SequenceEncoder
+from hybridrec.training.modules import Dropout, HybridModel, SequenceEncoder
 
 ART = Artifacts(
     item_ids=tuple(range(100, 140)),
@@ -294,3 +294,30 @@ def test_attention_pooling_weighs_the_history_by_its_last_step() -> None:
         torch.testing.assert_close(enc._attend(moved, out[:, 2], valid), summary)
         assert not torch.allclose(summary[0], out[0, :3].mean(0))  # not the plain mean
         assert torch.isfinite(enc(torch.zeros(1, 5, dtype=torch.long))).all()
+
+
+def test_item_attention_equals_projecting_every_token() -> None:
+    """ItemEncoder.attend contracts the query through the key layer and applies the value layer after pooling: the
+    same result as the textbook form, softmax(key(t) . q) over the present tokens, then the weighted sum of value(t)."""
+    torch.manual_seed(0)
+    enc = HybridModel(ModelConfig(), ART).item_encoder.eval()
+    tokens = torch.randn(6, len(enc.TOKENS), enc.dim)
+    present = torch.rand(6, len(enc.TOKENS)) > 0.4
+    present[:, 0] = True  # the bias token always takes part
+    logits = (enc.key(tokens) @ enc.query) / enc.dim**0.5
+    weights = torch.softmax(logits.masked_fill(~present, float("-inf")), dim=-1)
+    expected = (weights.unsqueeze(-1) * enc.value(tokens)).sum(1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.attend(tokens, present), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_keeps_the_mean_in_training_and_is_the_identity_otherwise() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(200, 500)
+    drop = Dropout(0.3).train()
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.3) < 0.01  # the share dropped
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))  # inverted-dropout scaling
+    assert abs(float(y.mean()) - 1.0) < 0.01
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    assert Dropout(0.0).train()(x) is x and drop.eval()(x) is x

@@ -210,7 +210,10 @@ class StepLoss(nn.Module):
         )
         user = self.model.sequence_encoder(hist)  # [B, D]
         # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
-        dot = (user @ items.T).masked_fill(cols.unsqueeze(0) < spec.FIRST_ID, NEG)
+        dot = user @ items.T
+        # PAD/UNK never score. cols is sorted, so they are its first columns: a slice filled in place (matmul keeps
+        # its inputs, not its output), not a masked copy of the whole [B, I] score matrix.
+        dot[:, : int((cols < spec.FIRST_ID).sum())] = NEG
         retrieval_loss = F.cross_entropy(dot, label)
         if future.shape[1]:  # optim.future_window: the next few items as a bag, beside the next one
             retrieval_loss = retrieval_loss + future_loss(dot, cols, future)
