@@ -583,3 +583,25 @@ def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Pa
     assert out["valid"]["a"] == 0.125 and out["valid"]["b"] == 0.5  # rank 0 scores 1: A = mean(0.5, 0, 0, 0)
     assert out["valid"]["b_minus_a"] == 0.375 and out["test"]["b_minus_a"] == 0.25
     assert out["test_cold"]["users"] == 2 and out["test_cold"]["b_minus_a"] == 0.0
+
+
+def test_throughput_revisions_imports_the_chosen_checkout(tmp_path: Path) -> None:
+    """tools/throughput_revisions.py: its package folder makes `hybridrec` and its mapped subpackages (setuptools'
+    package-dir) import from the given checkout, ahead of the editable install's working tree."""
+    import subprocess
+
+    root = Path(__file__).parents[2]
+    tool = runpy.run_path(str(root / "tools" / "throughput_revisions.py"))
+    checkout = tmp_path / "checkout"
+    for part in ("hybridrec", *tool["SUBPACKAGES"]):
+        (checkout / part).mkdir(parents=True)
+        (checkout / part / "__init__.py").write_text(f"WHERE = {part!r}\n")
+    pkg = tool["_package_root"](checkout, tmp_path / "pkg")
+    code = "import hybridrec, hybridrec.training as t; print(hybridrec.WHERE, t.WHERE, t.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(pkg)}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    where, training, path = out.stdout.split()
+    assert (where, training) == ("hybridrec", "training")
+    assert Path(path).resolve().parent == (checkout / "training").resolve()
