@@ -8,8 +8,8 @@
 warm-up steps) first under that revision's package, then under the working tree's. Alternating the two keeps a shared
 machine's load changes out of their ratio.
 
-The timing snippet uses only what both revisions have (`StepLoss`, `load_yaml`, the presets), so it runs unchanged
-under each.
+Each measurement is `hybridrec.training.throughput.measure` of the preset under that revision's own code, so the
+`--before` revision must have it (and `load_yaml` and the presets).
 """
 
 from __future__ import annotations
@@ -31,47 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGES = ("training", "export", "client", "loadtests")
 
 SNIPPET = r"""
-import sys, time
-import numpy as np, torch
+import sys
+import torch
 from hybridrec.cli import PRESETS
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.dataclass_yaml import load_yaml
-from hybridrec.preprocessing import fit_artifacts
 from hybridrec.training.config import RunConfig
-from hybridrec.training.evaluation.splits import leave_one_out_split
-from hybridrec.training.features import ItemTable, poster_cache
-from hybridrec.training.fit import make_optimizer
-from hybridrec.training.modules import HybridModel
-from hybridrec.training.objectives.next_item import StepLoss, epoch_examples
-from hybridrec.training.train import set_seed
+from hybridrec.training.throughput import measure
 
 preset, steps, data_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(1)
 cfg = load_yaml(RunConfig, PRESETS / f"{preset}.yaml", {})
-set_seed(0)
-data = load_movielens(resolve_data_dir(data_dir))
-split = leave_one_out_split(data)
-artifacts = fit_artifacts(
-    data, (m for s in split.train.values() for m in s.tolist()), history_length=cfg.data.history_length
-)
-to_index = np.vectorize(artifacts.item_index, otypes=[np.int64])
-train_seq = {u: to_index(s) if len(s) else s.astype(np.int64) for u, s in split.train.items()}
-table = ItemTable(data, artifacts)
-model = HybridModel(cfg.model, artifacts).train()
-opt = make_optimizer(model, cfg.optim)
-step_loss = StepLoss(model, table, train_seq, cfg)
-examples = epoch_examples(train_seq, sorted(train_seq), None, np.random.default_rng(0))
-cache = poster_cache(model, table)
-b, times = cfg.optim.batch_size, []
-for i in range(3 + steps):
-    t = time.perf_counter()
-    loss = step_loss(examples[i * b : (i + 1) * b], cache)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if i >= 3:
-        times.append(time.perf_counter() - t)
-print(f"STEP_S {float(np.median(times))!r} BATCH {b}")
+result = measure(cfg, load_movielens(resolve_data_dir(data_dir)), steps)
+print(f"STEP_S {result['step_ms'] / 1000!r} BATCH {cfg.optim.batch_size}")
 """
 
 
