@@ -114,6 +114,12 @@ def export_run(
     """Export a trained run into a Triton model repository: configs, the three models as separate model.onnx files,
     artifacts.json, and the catalog models (retrieval over every catalog movie's embedding, top-K)."""
     model, artifacts = load_model(run_dir)
+    if model.cfg.sequence.history_features:
+        # the served `history` input is ids only: this model would be served without the features it was trained on
+        raise ValueError(
+            f"{run_dir}: model.sequence.rating_feature / recency_buckets are a training-time probe; the served "
+            "sequence_encoder takes item ids only, so this run cannot be exported"
+        )
     repo = Path(repo)
     dim = model.cfg.embedding_dim
     if dim != spec.EMBEDDING_DIM:

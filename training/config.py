@@ -80,8 +80,24 @@ class SequenceEncoderConfig:
     # which earlier items matter depends on the latest one) instead of their plain mean; the last step's output stays
     # beside it. False: the mean. Below the presets on validation under data.train_gap=1, 2 seeds (docs/training.md)
     attention_pool: bool = field(default=False, metadata=ADDED_SWITCH)
+    # history features beside the item ids (a training-time probe; export refuses a model that uses them, as the
+    # served `history` input is ids only). rating_feature: each history item's rating (half-star levels) as a learned
+    # embedding added to its step's input. recency_buckets: the time from each history item to the history's last
+    # one, in log2-second buckets (this many; 0: off), likewise: which items belong to the latest session. Training
+    # and the evaluation take them from the rating rows the history comes from (HistoryFeatures)
+    rating_feature: bool = field(default=False, metadata=ADDED_SWITCH)
+    recency_buckets: int = field(default=0, metadata=ADDED_SWITCH)
+
+    @property
+    def history_features(self) -> bool:
+        """Whether the encoder reads ratings or times beside the history's ids."""
+        return self.rating_feature or self.recency_buckets > 0
 
     def __post_init__(self) -> None:
+        if self.recency_buckets < 0:
+            raise ConfigError(f"model.sequence.recency_buckets must be >= 0, got {self.recency_buckets}")
+        if self.history_features and self.rnn_window is not None:
+            raise ConfigError("model.sequence.rating_feature / recency_buckets need model.sequence.rnn_window null")
         if self.rnn_window is not None and self.rnn_window < 1:
             raise ConfigError(f"model.sequence.rnn_window must be >= 1 or null, got {self.rnn_window}")
         if self.bag_dim is not None and self.bag_dim < 1:

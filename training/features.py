@@ -42,6 +42,49 @@ def pad_histories(seqs: list[np.ndarray], length: int) -> Tensor:
     return torch.from_numpy(out)
 
 
+class HistoryFeatures:
+    """The rating and timestamp of every history item (model.sequence.rating_feature / recency_buckets), taken from
+    the rating rows the history comes from: on the leave-one-out split every history (a training prefix, the
+    validation and the test history) is the first n ratings of its user in chronological order, so (user, n) finds
+    them, aligned with :func:`pad_histories` and ``encode_history`` (the most recent `length`, padded at the end)."""
+
+    def __init__(self, data: MovieLensData) -> None:
+        r = data.ratings.chronological()  # the order of MovieLensData.histories and of the split
+        cuts = np.flatnonzero(np.diff(r.user_ids)) + 1
+        users = r.user_ids[np.concatenate(([0], cuts))] if len(r) else np.zeros(0, np.int64)
+        self.rows = {
+            int(u): (m, s.astype(np.float32), t.astype(np.int64))
+            for u, m, s, t in zip(
+                users, np.split(r.movie_ids, cuts), np.split(r.ratings, cuts), np.split(r.timestamps, cuts), strict=True
+            )
+        }
+
+    def pad(
+        self, users: list[int], lengths: list[int], length: int, movies: list[np.ndarray] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(rating [B, length] float32, time [B, length] int64) of each user's first n ratings' last `length`, zero
+        after them. With `movies`, each history's movie ids are checked to be that prefix (ValueError if not)."""
+        rating = np.zeros((len(users), length), np.float32)
+        time = np.zeros((len(users), length), np.int64)
+        for i, (u, n) in enumerate(zip(users, lengths, strict=True)):
+            m, s, t = self.rows.get(int(u), (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)))
+            if n > len(m) or (movies is not None and not np.array_equal(m[:n], movies[i])):
+                raise ValueError(f"user {u}: the history is not the first {n} of the user's ratings")
+            lo = max(0, n - length)
+            rating[i, : n - lo], time[i, : n - lo] = s[lo:n], t[lo:n]
+        return torch.from_numpy(rating), torch.from_numpy(time)
+
+
+def history_inputs(
+    features: HistoryFeatures | None, users: list[int], seqs: list[np.ndarray], length: int, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    """The sequence encoder's (rating, time) arguments for these users' histories (None, None without features)."""
+    if features is None:
+        return None, None
+    rating, time = features.pad(users, [len(s) for s in seqs], length)
+    return rating.to(device), time.to(device)
+
+
 def poster_cache(model: HybridModel, table: ItemTable, batch: int = 512) -> Tensor | None:
     """Pooled CNN features [I, C] of every item (no gradients); None when the image branch is off."""
     enc = model.item_encoder

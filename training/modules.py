@@ -17,6 +17,7 @@ from hybridrec.preprocessing import Artifacts
 from hybridrec.training.config import FusionHeadConfig, ItemEncoderConfig, ModelConfig, SequenceEncoderConfig
 
 NEG = -1.0e4  # masked attention logit; finite so ONNX/TensorRT never see inf - inf
+RATING_LEVELS = 10  # MovieLens half stars, 0.5 to 5 (sequence.rating_feature)
 
 
 def sanitize_ids(ids: Tensor, vocab_size: int) -> Tensor:
@@ -289,11 +290,17 @@ class SequenceEncoder(nn.Module):
         self.attn_key = nn.Linear(step, step) if cfg.attention_pool else None
         self.attn_score = nn.Linear(step, 1, bias=False) if cfg.attention_pool else None
         self.drop = Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
+        # history features (cfg.rating_feature, cfg.recency_buckets): row 0 is "unknown or padding"
+        self.rating_emb = nn.Embedding(RATING_LEVELS + 1, cfg.embedding_dim) if cfg.rating_feature else None
+        self.recency_emb = nn.Embedding(cfg.recency_buckets + 1, cfg.embedding_dim) if cfg.recency_buckets else None
         xavier_init(self)
 
-    def forward(self, history: Tensor) -> Tensor:
-        """history [B, L] item indices (0 = padding) -> user_embedding [B, D]."""
+    def forward(self, history: Tensor, rating: Tensor | None = None, time: Tensor | None = None) -> Tensor:
+        """history [B, L] item indices (0 = padding) -> user_embedding [B, D]. With the history features on,
+        `rating` [B, L] (0.5 to 5 stars, 0 unknown) and `time` [B, L] (unix seconds), aligned with `history`; None
+        reads as unknown."""
         ids = sanitize_ids(history, self.num_items)
+        extra = self._features(ids, rating, time)
         if self.training and self.cfg.unk_dropout > 0:
             drop = (torch.rand(ids.shape, device=ids.device) < self.cfg.unk_dropout) & (ids != spec.PAD_ID)
             ids = torch.where(drop, torch.full_like(ids, spec.UNK_ID), ids)
@@ -304,7 +311,7 @@ class SequenceEncoder(nn.Module):
         valid = ids != spec.PAD_ID  # [B, L]
         pos, length = self._positions(ids)
         rev = torch.where(pos < length, length - 1 - pos, pos.expand_as(ids))  # reverse inside the prefix
-        emb = self._embed(ids)
+        emb = self._embed(ids, extra)
         rnn = self.forward_rnn is not None and self.backward_rnn is not None
         out = self.drop(self._bidirectional(emb, rev)) if rnn else emb
         mask = valid.unsqueeze(-1).float()
@@ -326,9 +333,32 @@ class SequenceEncoder(nn.Module):
         weight = torch.softmax(energy.masked_fill(~valid, NEG), dim=1) * valid.float()  # [B, L]
         return (weight.unsqueeze(-1) * out).sum(1)
 
-    def _embed(self, ids: Tensor) -> Tensor:
-        """[B, L] ids -> [B, L, E] item embeddings (dropout in training), zero at padding."""
+    def _features(self, ids: Tensor, rating: Tensor | None, time: Tensor | None) -> Tensor | None:
+        """[B, L, E] embeddings of the history features (None when off): the rating's half-star level, and the
+        log2-second bucket of the time from each item to the history's last one (bucket 1: the same second)."""
+        out: Tensor | None = None
+        valid = ids != spec.PAD_ID
+        unknown = torch.zeros_like(ids)
+        if self.rating_emb is not None:
+            level = unknown if rating is None else torch.round(rating.float() * 2).long().clamp(0, RATING_LEVELS)
+            out = self.rating_emb(torch.where(valid, level, unknown))
+        if self.recency_emb is not None:
+            bucket = unknown
+            if time is not None:
+                _, length = self._positions(ids)
+                last = torch.gather(time.long(), 1, (length - 1).clamp(min=0))  # [B, 1]
+                age = (last - time.long()).clamp(min=0).float()
+                bucket = (torch.floor(torch.log2(age + 1.0)).long() + 1).clamp(max=self.cfg.recency_buckets)
+            emb = self.recency_emb(torch.where(valid, bucket, unknown))
+            out = emb if out is None else out + emb
+        return out
+
+    def _embed(self, ids: Tensor, extra: Tensor | None = None) -> Tensor:
+        """[B, L] ids -> [B, L, E] item embeddings (plus the history features' `extra`; dropout in training), zero
+        at padding."""
         emb = self.item_emb(ids)
+        if extra is not None:
+            emb = emb + extra
         if self.content_proj is not None:
             emb = emb + self.content_proj(self.item_content[ids])
         return self.drop(emb) * (ids != spec.PAD_ID).unsqueeze(-1).float()

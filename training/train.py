@@ -31,7 +31,7 @@ from hybridrec.preprocessing import Artifacts, fit_artifacts
 from hybridrec.training import distributed
 from hybridrec.training.config import ModelConfig, RunConfig
 from hybridrec.training.evaluation.splits import item_counts, leave_one_out_split
-from hybridrec.training.features import ItemTable, item_embeddings, poster_cache
+from hybridrec.training.features import HistoryFeatures, ItemTable, item_embeddings, poster_cache
 from hybridrec.training.fit import FitState, fit, make_optimizer
 from hybridrec.training.modules import HybridModel, fold_blend
 from hybridrec.training.objectives.next_item import NextItemObjective, full_ranking_metrics
@@ -201,7 +201,9 @@ def _train(
             keep_previous=run / PREV_CHECKPOINT_FILE,
         )
 
-    objective = NextItemObjective(model, table, train_seq, val, cfg, ctx)
+    # the histories' ratings and times, for a sequence encoder that reads them (a training-time probe)
+    features = HistoryFeatures(data) if cfg.model.sequence.history_features else None
+    objective = NextItemObjective(model, table, train_seq, val, cfg, ctx, features)
     state = fit(
         model, objective, opt, o, state=state, ctx=ctx, progress=progress, on_best=save_best, on_epoch=checkpoint
     )
@@ -216,7 +218,7 @@ def _train(
     best_model, _ = load_model(run)
     with torch.no_grad():
         item_emb = item_embeddings(best_model, table, poster_cache(best_model, table))
-    test_metrics = full_ranking_metrics(best_model, item_emb, test_hist, test, hist_len)
+    test_metrics = full_ranking_metrics(best_model, item_emb, test_hist, test, hist_len, features=features)
     peak, peak_scope = peak_rss_mb()
     wall = time.time() - t0
     summary = {

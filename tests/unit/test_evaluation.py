@@ -605,3 +605,24 @@ def test_throughput_revisions_imports_the_chosen_checkout(tmp_path: Path) -> Non
     where, training, path = out.stdout.split()
     assert (where, training) == ("hybridrec", "training")
     assert Path(path).resolve().parent == (checkout / "training").resolve()
+
+
+def test_history_features_are_each_users_first_ratings_aligned_with_the_padded_history() -> None:
+    from hybridrec.training.features import HistoryFeatures, pad_histories
+
+    ratings = Ratings(
+        user_ids=np.array([1, 1, 1, 2]),
+        movie_ids=np.array([10, 11, 12, 10]),
+        ratings=np.array([4.0, 2.5, 5.0, 3.0], np.float32),
+        timestamps=np.array([100, 200, 300, 50]),
+    )
+    data = MovieLensData("ml-latest", Path("."), {}, ratings.chronological())
+    feats = HistoryFeatures(data)
+    rating, time = feats.pad([1, 2, 3], [3, 1, 0], 2, movies=[np.array([10, 11, 12]), np.array([10]), np.array([])])
+    assert rating.tolist() == [[2.5, 5.0], [3.0, 0.0], [0.0, 0.0]]  # the last 2, padded at the end
+    assert time.tolist() == [[200, 300], [50, 0], [0, 0]]
+    assert pad_histories([np.array([10, 11, 12])], 2).tolist() == [[11, 12]]  # the same alignment as the ids
+    with pytest.raises(ValueError, match="not the first 2"):
+        feats.pad([1], [2], 4, movies=[np.array([11, 12])])
+    with pytest.raises(ValueError, match="not the first 4"):
+        feats.pad([1], [4], 4)

@@ -321,3 +321,28 @@ def test_dropout_keeps_the_mean_in_training_and_is_the_identity_otherwise() -> N
     assert abs(float(y.mean()) - 1.0) < 0.01
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
     assert Dropout(0.0).train()(x) is x and drop.eval()(x) is x
+
+
+def test_history_features_enter_the_sequence_encoder_padding_invariantly() -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(rating_feature=True, recency_buckets=32), 16, ART).eval()
+    h = torch.tensor([[5, 6, 7, 0], [9, 0, 0, 0]])
+    rating = torch.tensor([[4.0, 0.5, 5.0, 0.0], [3.5, 0.0, 0.0, 0.0]])
+    time = torch.tensor([[1_000, 1_000_000, 1_000_100, 0], [7, 0, 0, 0]])
+    pad = torch.zeros(2, 3, dtype=torch.long)
+    with torch.no_grad():
+        base = enc(h, rating, time)
+        # appended padding, whatever its feature values, changes nothing
+        torch.testing.assert_close(
+            base, enc(torch.cat([h, pad], 1), torch.cat([rating, pad + 3.0], 1), torch.cat([time, pad + 9], 1))
+        )
+        assert not torch.allclose(base[:1], enc(h[:1], rating[:1].flip(1).roll(-1, 1), time[:1]))  # ratings count
+        assert not torch.allclose(base[:1], enc(h[:1], rating[:1], time[:1] * 0))  # so do the times
+        # only times relative to the last item count
+        torch.testing.assert_close(base[:1], enc(h[:1], rating[:1], time[:1] + 5_000 * (h[:1] != 0)))
+        # features left out read as unknown, like explicit zeros for the ratings
+        torch.testing.assert_close(enc(h, None, time), enc(h, torch.zeros_like(rating), time))
+    with pytest.raises(ConfigError, match="recency_buckets"):
+        SequenceEncoderConfig(recency_buckets=-1)
+    with pytest.raises(ConfigError, match="rnn_window"):
+        SequenceEncoderConfig(rating_feature=True, rnn_window=2)

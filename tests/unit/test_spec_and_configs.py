@@ -89,6 +89,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["model"]["sequence"].pop("rnn_window"), full["optim"].pop("future_window")
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
     full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
+    full["model"]["sequence"].pop("rating_feature"), full["model"]["sequence"].pop("recency_buckets")
     assert fp == full
     bag = load_yaml(RunConfig, None, {"optim.future_window": 10})
     assert fingerprint_dict(bag)["optim"]["future_window"] == 10

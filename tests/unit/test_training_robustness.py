@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -302,3 +303,24 @@ def test_the_fusion_head_trains_on_a_row_subset(tmp_path: Path, data_dir: Path) 
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
     assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
     assert (result.run_dir / "model.pt").exists()
+
+
+def test_history_features_train_score_in_the_evaluation_and_refuse_export(tmp_path: Path, data_dir: Path) -> None:
+    from hybridrec.export.onnx_export import export_run
+    from hybridrec.training.evaluation.hybrid import HybridScorer
+    from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
+
+    sets = {"model.sequence.rating_feature": True, "model.sequence.recency_buckets": 32}
+    cfg = tiny_config(tmp_path, **sets)
+    data = load_movielens(data_dir)
+    result = run_train(cfg, tmp_path / "run", data_dir)
+    assert result.metrics["test_users_vocab"] > 0
+    ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
+    users, histories, _ = ix.stage("test")
+    scorer = HybridScorer(cfg, result.run_dir, data).load()
+    scores = scorer.score(users[:4], [histories[u] for u in users[:4]])
+    assert scores.shape == (4, len(ix.items)) and np.isfinite(scores).all()
+    with pytest.raises(ValueError, match="not the first"):  # a history that is not the user's own
+        scorer.score(users[:1], [histories[users[1]]])
+    with pytest.raises(ValueError, match="training-time probe"):
+        export_run(result.run_dir, tmp_path / "repo", data=data)

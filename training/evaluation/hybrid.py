@@ -21,6 +21,7 @@ from hybridrec import spec
 from hybridrec.data import MovieLensData
 from hybridrec.preprocessing import ItemCatalog, encode_history
 from hybridrec.training.config import RunConfig
+from hybridrec.training.features import HistoryFeatures
 from hybridrec.training.objectives.next_item import pipeline_scores
 from hybridrec.training.train import TrainResult, load_model, train
 
@@ -35,6 +36,8 @@ class HybridScorer:
         self._artifacts: Any = None
         self._items: torch.Tensor | None = None
         self._movie_ids = np.array(sorted(data.movies), dtype=np.int64)  # = splits.ItemIndex order
+        # the histories' ratings and times, for a run whose sequence encoder reads them
+        self._features = HistoryFeatures(data) if cfg.model.sequence.history_features else None
 
     def fit(self, train_seq: Mapping[int, np.ndarray], num_items: int, **side: Any) -> HybridScorer:
         """Train on ``self.data`` (its leave-one-out split is the one ``train_seq`` comes from), then load."""
@@ -72,24 +75,28 @@ class HybridScorer:
         return self
 
     def score(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
-        user, items = self._encode(histories)
+        user, items = self._encode(histories, users)
         with torch.no_grad():
             return pipeline_scores(self._model, user, items, list(histories), reserved=0).numpy()
 
     def retrieval_scores(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
         """The retrieval's dot product user . item over every catalog movie [B, catalog], before its top-k
         (diagnostics: what the served rerank starts from)."""
-        user, items = self._encode(histories)
+        user, items = self._encode(histories, users)
         with torch.no_grad():
             return (user @ items.T).numpy()
 
-    def _encode(self, histories: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(self, histories: Sequence[np.ndarray], users: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(user embeddings [B, D], catalog item embeddings [catalog, D]) for histories of catalog indices."""
         if self._model is None or self._items is None:
             raise RuntimeError("HybridScorer: scoring before fit/load")
         hist = [self._movie_ids[np.asarray(h, dtype=np.int64)] for h in histories]
+        extra: tuple[torch.Tensor | None, ...] = ()
+        if self._features is not None:  # each history is its user's first ratings (checked)
+            length = self._artifacts.history_length
+            extra = self._features.pad([int(u) for u in users], [len(h) for h in hist], length, movies=hist)
         with torch.no_grad():
             user = self._model.sequence_encoder(
-                torch.from_numpy(np.stack([encode_history(h.tolist(), self._artifacts) for h in hist]))
+                torch.from_numpy(np.stack([encode_history(h.tolist(), self._artifacts) for h in hist])), *extra
             )
         return user, self._items

@@ -24,7 +24,14 @@ from hybridrec import spec
 from hybridrec.training import distributed
 from hybridrec.training.config import RunConfig
 from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
-from hybridrec.training.features import ItemTable, item_embeddings, pad_histories, poster_cache
+from hybridrec.training.features import (
+    HistoryFeatures,
+    ItemTable,
+    history_inputs,
+    item_embeddings,
+    pad_histories,
+    poster_cache,
+)
 from hybridrec.training.modules import NEG, HybridModel
 
 # The served logit is (1 - w) * user.item + w * fusion logit, with w picked on validation each epoch from this grid:
@@ -78,6 +85,7 @@ def full_ranking_metrics(
     k: int = 10,
     chunk: int = 128,
     blends: tuple[float, ...] = (),
+    features: HistoryFeatures | None = None,
 ) -> dict[str, float]:
     """NDCG@k / HR@k of each held-out vocabulary item against every vocabulary item, the history masked, for the
     served pipeline and for the dot product alone (`dot_`). Targets outside the vocabulary are skipped here; the
@@ -85,7 +93,8 @@ def full_ranking_metrics(
 
     Without `blends`, the pipeline is the model as it is served. With them (validation), each blend weight w ranks the
     retrieved items by (1 - w) * dot + w * fusion logit; the best one's metrics are the pipeline's, with `blend` = w,
-    `scale` (keeps the served logits within MAX_SERVED_LOGIT) and `fusion_ndcg@10` (w = 1, the rerank alone)."""
+    `scale` (keeps the served logits within MAX_SERVED_LOGIT) and `fusion_ndcg@10` (w = 1, the rerank alone).
+    `features`: the histories' ratings and times, for a model that reads them (keyed by the users of `histories`)."""
     users = [u for u in sorted(targets) if targets[u] >= spec.FIRST_ID]
     out = {"users": float(len(users))}
     if not users:
@@ -98,7 +107,8 @@ def full_ranking_metrics(
         for start in range(0, len(users), chunk):
             part = users[start : start + chunk]
             seen = [histories[u] for u in part]
-            user = model.sequence_encoder(pad_histories(seen, length).to(items.device))
+            extra = history_inputs(features, part, seen, length, items.device)
+            user = model.sequence_encoder(pad_histories(seen, length).to(items.device), *extra)
             tgt = [targets[u] for u in part]
             dot, top = _retrieve(user, items, seen, spec.RETRIEVAL_DEPTH, spec.FIRST_ID)
             scores = {"dot_": dot}
@@ -173,8 +183,16 @@ class StepLoss(nn.Module):
     DistributedDataParallel can wrap it (its gradient sync hooks need the step to run through a forward call); in a
     single process it is called directly, without any wrapper."""
 
-    def __init__(self, model: HybridModel, table: ItemTable, train_seq: dict[int, np.ndarray], cfg: RunConfig) -> None:
+    def __init__(
+        self,
+        model: HybridModel,
+        table: ItemTable,
+        train_seq: dict[int, np.ndarray],
+        cfg: RunConfig,
+        features: HistoryFeatures | None = None,
+    ) -> None:
         super().__init__()
+        self.features = features
         self.model = model
         self.table, self.train_seq, self.o = table, train_seq, cfg.optim
         self.hist_len, self.n_items = cfg.data.history_length, len(table)
@@ -208,7 +226,8 @@ class StepLoss(nn.Module):
         items = self.model.item_encoder.fuse(
             pooled, t["item_id"][cols], t["meta"][cols], t["people"][cols], t["overview"][cols]
         )
-        user = self.model.sequence_encoder(hist)  # [B, D]
+        extra = history_inputs(self.features, [u for u, _ in batch], seen, self.hist_len, self.dev)
+        user = self.model.sequence_encoder(hist, *extra)  # [B, D]
         # Retrieval: softmax cross-entropy of user . item (SASRec-CE style), as `recommend` retrieves by it.
         dot = user @ items.T
         # PAD/UNK never score. cols is sorted, so they are its first columns: a slice filled in place (matmul keeps
@@ -269,10 +288,12 @@ class NextItemObjective:
         val: dict[int, int],
         cfg: RunConfig,
         ctx: distributed.DistContext,
+        features: HistoryFeatures | None = None,
     ) -> None:
         self.model, self.table, self.train_seq, self.val, self.cfg, self.ctx = model, table, train_seq, val, cfg, ctx
+        self.features = features
         self.users = [u for u, s in train_seq.items() if len(s) >= 2]
-        self.step_loss: nn.Module = StepLoss(model, table, train_seq, cfg)
+        self.step_loss: nn.Module = StepLoss(model, table, train_seq, cfg, features)
         self.batch_size = cfg.optim.batch_size
         self.cache: Tensor | None = None
         self.validated: tuple[Tensor | None, Tensor] | None = None  # features computed by the last validation
@@ -312,8 +333,9 @@ class NextItemObjective:
     def validate(self) -> dict[str, float]:
         self.validated = self._item_features()
         items = self.validated[1]
+        length = self.cfg.data.history_length
         m = full_ranking_metrics(
-            self.model, items, self.train_seq, self.val, self.cfg.data.history_length, blends=BLENDS
+            self.model, items, self.train_seq, self.val, length, blends=BLENDS, features=self.features
         )
         return {
             "score": m["ndcg@10"],
