@@ -190,14 +190,23 @@ class MovieLensData:
 
         Users ascending.
         """
+        return {u: r.movie_ids.astype(np.int64, copy=True) for u, r in self.user_ratings().items()}
+
+    def user_ratings(self) -> dict[int, Ratings]:
+        """userId -> the user's ratings in the order of :meth:`histories` (their ratings and timestamps aligned).
+
+        Users ascending.
+        """
         r = self.ratings.chronological()
         if len(r) == 0:
             return {}
         boundaries = np.flatnonzero(np.diff(r.user_ids)) + 1
         starts = np.concatenate(([0], boundaries))
-        users = r.user_ids[starts]
-        chunks = np.split(r.movie_ids.astype(np.int64, copy=True), boundaries)
-        return {int(u): chunk for u, chunk in zip(users, chunks, strict=True)}
+        ends = np.append(boundaries, len(r))
+        return {  # views into one sorted copy: no per-user copies
+            int(r.user_ids[a]): Ratings(r.user_ids[a:b], r.movie_ids[a:b], r.ratings[a:b], r.timestamps[a:b])
+            for a, b in zip(starts, ends, strict=True)
+        }
 
     def subset(self, max_users: int, seed: int = 0) -> MovieLensData:
         """The first ``max_users`` users by id with all their ratings (deterministic; ``seed`` is unused).

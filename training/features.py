@@ -49,14 +49,10 @@ class HistoryFeatures:
     them, aligned with :func:`pad_histories` and ``encode_history`` (the most recent `length`, padded at the end)."""
 
     def __init__(self, data: MovieLensData) -> None:
-        r = data.ratings.chronological()  # the order of MovieLensData.histories and of the split
-        cuts = np.flatnonzero(np.diff(r.user_ids)) + 1
-        users = r.user_ids[np.concatenate(([0], cuts))] if len(r) else np.zeros(0, np.int64)
+        # the order of MovieLensData.histories, which the split follows
         self.rows = {
-            int(u): (m, s.astype(np.float32), t.astype(np.int64))
-            for u, m, s, t in zip(
-                users, np.split(r.movie_ids, cuts), np.split(r.ratings, cuts), np.split(r.timestamps, cuts), strict=True
-            )
+            u: (r.movie_ids, r.ratings.astype(np.float32), r.timestamps.astype(np.int64))
+            for u, r in data.user_ratings().items()
         }
 
     def pad(
