@@ -2,7 +2,7 @@
 (Steck's linear autoencoder over the user's *whole* history, the "linear cousin" of Mult-VAE) ranks above either.
 
     .venv/bin/python tools/ease_headroom.py runs/exp/wd4/runs/hybrid-s0 runs/exp/wd4/runs/hybrid-s1 \
-        [--data DIR] [--window 50]
+        [--data DIR] [--window 50] [--other popularity]
 
 A diagnostic, not a served model: it estimates what an F_ae that reads the history as a bag could add. ``--window N``
 scores EASE from each user's last N items only (still fitted on whole rows): with N = ``spec.HISTORY_LENGTH``, what
@@ -16,6 +16,10 @@ alone, EASE alone, and three blends, each weight a picked from ``BLENDS`` on val
 - ``blend_dot``: z-scored dot product + a * z-scored EASE score, per user;
 - ``blend_rrf``: reciprocal-rank fusion of the served ranking with EASE's, 1 / (60 + rank) + a / (60 + EASE rank);
 - ``blend_rrf_by_length``: the same with one weight per quarter of history length (``LENGTH_EDGES``).
+
+``--other popularity`` blends log(1 + training count) of each movie instead of EASE (the "ease" keys then hold it):
+what an item bias in the retrieval's logits could add, as SASRec-CE's free embeddings carry popularity in their norm
+while the item tower's LayerNorm takes it out of the dot product.
 """
 
 from __future__ import annotations
@@ -81,20 +85,34 @@ def main() -> None:
         help="EASE scores from each user's last N training items only (0: the whole history), as an F_ae fed the "
         "served history (spec.HISTORY_LENGTH) would; it is still fitted on whole rows and seen items stay masked",
     )
+    parser.add_argument(
+        "--other",
+        choices=("ease", "popularity"),
+        default="ease",
+        help="what to blend with the hybrid: EASE's scores, or log(1 + the movie's count in the training rows)",
+    )
     args = parser.parse_args()
     if args.window < 0:
         parser.error("--window must be >= 0")
     data = load_movielens(resolve_data_dir(args.data))
     ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
     gapped = {u: s[:-1] for u, s in ix.train.items()}  # what a train_gap=1 hybrid trained on
-    ease = EASE().fit(gapped, ix.num_items, valid=ix.valid)
     stages = {stage: ix.stage(stage) for stage in ("valid", "test")}
     ease_scores = {}
-    for stage, (users, hist, _) in stages.items():
-        bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
-        ease_scores[stage] = _z(ease.score(users, bags))
+    out: dict[str, object] = {"other": args.other, "window": args.window}
+    if args.other == "popularity":
+        counts = np.zeros(ix.num_items)
+        for items in gapped.values():
+            np.add.at(counts, np.asarray(items, dtype=np.int64), 1.0)
+        for stage, (users, _, _) in stages.items():
+            ease_scores[stage] = _z(np.broadcast_to(np.log1p(counts), (len(users), ix.num_items)))
+    else:
+        ease = EASE().fit(gapped, ix.num_items, valid=ix.valid)
+        out["ease_lambda"] = ease.lam
+        for stage, (users, hist, _) in stages.items():
+            bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
+            ease_scores[stage] = _z(ease.score(users, bags))
     ease_rank = {stage: _ranks(scores) for stage, scores in ease_scores.items()}
-    out: dict[str, object] = {"ease_lambda": ease.lam, "window": args.window}
     for run in args.runs:
         scorer = HybridScorer(load_run_config(run), run, data).load()
         result: dict[str, object] = {}
