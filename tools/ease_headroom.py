@@ -17,9 +17,9 @@ alone, EASE alone, and three blends, each weight a picked from ``BLENDS`` on val
 - ``blend_rrf``: reciprocal-rank fusion of the served ranking with EASE's, 1 / (60 + rank) + a / (60 + EASE rank);
 - ``blend_rrf_by_length``: the same with one weight per quarter of history length (``LENGTH_EDGES``).
 
-``--other popularity`` blends log(1 + training count) of each movie instead of EASE (the "ease" keys then hold it):
-what an item bias in the retrieval's logits could add, as SASRec-CE's free embeddings carry popularity in their norm
-while the item tower's LayerNorm takes it out of the dot product.
+``--other popularity`` blends log(1 + the Popularity baseline's count) of each movie instead of EASE (the "ease"
+keys then hold it): what an item bias in the retrieval's logits could add, as SASRec-CE's free embeddings carry
+popularity in their norm while the item tower's LayerNorm takes it out of the dot product.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.baselines.ease import EASE
+from hybridrec.training.evaluation.baselines.popularity import Popularity
 from hybridrec.training.evaluation.baselines.scorer import LOWEST
 from hybridrec.training.evaluation.hybrid import HybridScorer
 from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
@@ -100,18 +101,16 @@ def main() -> None:
     stages = {stage: ix.stage(stage) for stage in ("valid", "test")}
     ease_scores = {}
     out: dict[str, object] = {"other": args.other, "window": args.window}
+    other: EASE | Popularity
     if args.other == "popularity":
-        counts = np.zeros(ix.num_items)
-        for items in gapped.values():
-            np.add.at(counts, np.asarray(items, dtype=np.int64), 1.0)
-        for stage, (users, _, _) in stages.items():
-            ease_scores[stage] = _z(np.broadcast_to(np.log1p(counts), (len(users), ix.num_items)))
+        other = Popularity().fit(gapped, ix.num_items)
     else:
-        ease = EASE().fit(gapped, ix.num_items, valid=ix.valid)
-        out["ease_lambda"] = ease.lam
-        for stage, (users, hist, _) in stages.items():
-            bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
-            ease_scores[stage] = _z(ease.score(users, bags))
+        other = EASE().fit(gapped, ix.num_items, valid=ix.valid)
+        out["ease_lambda"] = other.lam
+    for stage, (users, hist, _) in stages.items():
+        bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
+        scores = other.score(users, bags)
+        ease_scores[stage] = _z(np.log1p(scores) if args.other == "popularity" else scores)
     ease_rank = {stage: _ranks(scores) for stage, scores in ease_scores.items()}
     for run in args.runs:
         scorer = HybridScorer(load_run_config(run), run, data).load()
