@@ -139,7 +139,7 @@ def test_the_full_and_demo_presets_train_the_model_that_evaluate_measures() -> N
     measured = load_yaml(EvaluateConfig, PRESETS / "evaluate.yaml").hybrid
     assert full.model == measured.model and full.model.item.id_residual
     assert full.data == measured.data and full.optim.ema_decay == measured.optim.ema_decay
-    # `make demo` serves the same model, trained for fewer epochs; its weight average and its id token's width were
+    # `make demo` serves the same model, trained for fewer epochs; its weight average and its id token (width, tie) were
     # chosen on the demo itself (3-epoch fits), so those may differ from the measured preset's (docs/training.md)
     demo = load_yaml(RunConfig, PRESETS / "demo.yaml")
     demo_like_full = dataclasses.replace(
