@@ -44,6 +44,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "rerank_rows": 128,
         "future_window": 10,
     },
+    "full softmax, batch 512, rerank 128 rows, seen masked": {
+        "softmax_negatives": None,
+        "batch_size": 512,
+        "rerank_rows": 128,
+        "mask_seen": True,
+    },
 }
 
 

@@ -283,6 +283,35 @@ def test_a_run_with_a_future_window_trains_and_the_window_must_be_positive(tmp_p
         OptimConfig(future_window=0)
 
 
+def test_mask_seen_hides_the_rated_items_in_the_columns_but_never_the_target() -> None:
+    import numpy as np
+    import torch
+
+    from hybridrec.training.modules import NEG
+    from hybridrec.training.objectives.next_item import mask_seen_
+
+    cols = torch.tensor([0, 1, 4, 7, 9])  # sampled softmax: sorted item ids, one column each
+    dot = torch.zeros(3, 5)
+    seen = [np.array([4, 5, 9]), np.array([], dtype=np.int64), np.array([7, 4])]  # 5 is not among the columns
+    label = torch.tensor([3, 2, 2])  # row 2's target (4) is also in its history: it stays
+    mask_seen_(dot, cols, seen, label)
+    assert (dot == NEG).nonzero().tolist() == [[0, 2], [0, 4], [2, 3]]
+    full = torch.zeros(2, 10)
+    mask_seen_(full, torch.arange(10), [np.array([2, 3]), np.array([9])], torch.tensor([5, 1]))
+    assert (full == NEG).nonzero().tolist() == [[0, 2], [0, 3], [1, 9]]
+
+
+def test_a_run_with_the_seen_items_masked_trains(tmp_path: Path, data_dir: Path) -> None:
+    import json
+    import math
+
+    for sampled in (None, 16):
+        sets = {"optim.mask_seen": True, "optim.softmax_negatives": sampled}
+        result = run_train(tiny_config(tmp_path, **sets), tmp_path / f"run{sampled}", data_dir)
+        history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
+        assert history and all(math.isfinite(h["loss"]) for h in history)
+
+
 def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data_dir = write_dataset(tmp_path / "ml", [])
     rc = main(["train", "--preset", "ci", "--quiet", "--data", str(data_dir), "--run", str(tmp_path / "run")])

@@ -3,7 +3,7 @@
 Per training prefix (every prefix of every user once per epoch, or ``data.targets_per_user`` random ones):
 * retrieval: softmax cross-entropy of user . item over the whole vocabulary, or over the targets plus
   ``optim.softmax_negatives`` uniform items (what `recommend` retrieves by), with ``optim.future_window`` > 1 also
-  over the items that follow the target;
+  over the items that follow the target, and with ``optim.mask_seen`` over the items the user has not rated yet;
 * reranking: softmax cross-entropy + BCE of the fusion head over the target, the retrieval's current hardest unseen
   negatives and a few uniform ones (what `recommend` reranks);
 * the autoencoder's reconstruction MSE.
@@ -165,6 +165,20 @@ def future_items(train_seq: dict[int, np.ndarray], batch: list[tuple[int, int]],
     return torch.from_numpy(out)
 
 
+def mask_seen_(dot: Tensor, cols: Tensor, seen: list[np.ndarray], label: Tensor) -> None:
+    """Set each row's score of the items its user rated before the target to NEG, in place, as `recommend` masks
+    them: a movie already rated is never a candidate, so the softmax need not spend its gradient pushing it down.
+    `cols` are the sorted item ids of `dot`'s columns; the row's target column (`label`) is never masked."""
+    lengths = torch.tensor([len(s) for s in seen])
+    if not int(lengths.sum()):
+        return
+    rows = torch.repeat_interleave(torch.arange(len(seen)), lengths).to(dot.device)
+    items = torch.from_numpy(np.concatenate(seen).astype(np.int64)).to(dot.device)
+    col = torch.searchsorted(cols, items).clamp(max=len(cols) - 1)
+    keep = (cols[col] == items) & (col != label[rows])  # in the columns (sampled softmax), and not the target
+    dot[rows[keep], col[keep]] = NEG
+
+
 def future_loss(dot: Tensor, cols: Tensor, future: Tensor) -> Tensor:
     """The mean negative log-likelihood of each row's `future` items (PAD: none) under the softmax of its `dot`
     scores over the sorted item columns `cols`; rows without any future item count for nothing."""
@@ -233,6 +247,8 @@ class StepLoss(nn.Module):
         # PAD/UNK never score. cols is sorted, so they are its first columns: a slice filled in place (matmul keeps
         # its inputs, not its output), not a masked copy of the whole [B, I] score matrix.
         dot[:, : int((cols < spec.FIRST_ID).sum())] = NEG
+        if o.mask_seen:
+            mask_seen_(dot, cols, seen, label)
         retrieval_loss = F.cross_entropy(dot, label)
         if future.shape[1]:  # optim.future_window: the next few items as a bag, beside the next one
             retrieval_loss = retrieval_loss + future_loss(dot, cols, future)
