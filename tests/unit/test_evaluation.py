@@ -583,6 +583,19 @@ def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Pa
     assert out["valid"]["a"] == 0.125 and out["valid"]["b"] == 0.5  # rank 0 scores 1: A = mean(0.5, 0, 0, 0)
     assert out["valid"]["b_minus_a"] == 0.375 and out["test"]["b_minus_a"] == 0.25
     assert out["test_cold"]["users"] == 2 and out["test_cold"]["b_minus_a"] == 0.0
+    assert "valid_by_seed" not in out  # 2 fits against 1: nothing to pair by seed
+    assert out["seeds"]["valid_a"] == [0.25, 0.0] and out["seeds"]["valid_b"] == [0.5]
+
+    # as many fits on each side: they also pair by position (seed), and their NDCG@10 is tested over the pairs
+    monkeypatch.setattr(
+        sys, "argv", ["paired_runs.py", "--a", files["a0"], files["a1"], "--b", files["b0"], files["a0"]]
+    )
+    runpy.run_path(str(Path(__file__).parents[2] / "tools" / "paired_runs.py"), run_name="__main__")
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid_by_seed"]["pairs"] == 2 and out["valid_by_seed"]["b_above"] == 2
+    assert out["valid_by_seed"]["b_minus_a"] == 0.25  # (0.5 - 0.25) and (0.25 - 0): one difference, p 0
+    assert out["valid_by_seed"]["t_p"] == 0.0
+    assert "test_cold_by_seed" not in out
 
 
 def test_throughput_revisions_imports_the_chosen_checkout(tmp_path: Path) -> None:
