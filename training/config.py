@@ -80,6 +80,11 @@ class SequenceEncoderConfig:
     # which earlier items matter depends on the latest one) instead of their plain mean; the last step's output stays
     # beside it. False: the mean. Below the presets on validation under data.train_gap=1, 2 seeds (docs/training.md)
     attention_pool: bool = field(default=False, metadata=ADDED_SWITCH)
+    # this many self-attention blocks (SASRec's: pre-LN, one head, a feed-forward layer of the same width) over the
+    # history's item embeddings beside the RNN, every step attending to every valid step, with a learned embedding of
+    # each step's distance from the last; the last step's output joins the dense layer's input. SASRec-CE, which leads
+    # the hybrid on users with 18-165 training items (docs/results.md), is two such blocks. 0: off
+    attention_blocks: int = field(default=0, metadata=ADDED_SWITCH)
     # history features beside the item ids (a training-time probe; export refuses a model that uses them, as the
     # served `history` input is ids only). rating_feature: each history item's rating (half-star levels) as a learned
     # embedding added to its step's input. recency_buckets: the time from each history item to the history's last
@@ -94,6 +99,8 @@ class SequenceEncoderConfig:
         return self.rating_feature or self.recency_buckets > 0
 
     def __post_init__(self) -> None:
+        if self.attention_blocks < 0:
+            raise ConfigError(f"model.sequence.attention_blocks must be >= 0, got {self.attention_blocks}")
         if self.recency_buckets < 0:
             raise ConfigError(f"model.sequence.recency_buckets must be >= 0, got {self.recency_buckets}")
         if self.history_features and self.rnn_window is not None:

@@ -50,7 +50,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "rerank_rows": 128,
         "mask_seen": True,
     },
+    "full softmax, batch 512, rerank 128 rows, 2 self-attention blocks": {
+        "softmax_negatives": None,
+        "batch_size": 512,
+        "rerank_rows": 128,
+        "model.sequence.attention_blocks": 2,
+    },
 }
+
+
+def with_changes(base: Any, changes: dict[str, Any]) -> Any:
+    """``base`` (a RunConfig) with each change applied: a bare key names an optim field, a dotted one a path from the
+    run config (``model.sequence.attention_blocks``)."""
+    for key, value in changes.items():
+        path = key.split(".") if "." in key else ["optim", key]
+        base = _replace_path(base, path, value)
+    return base
+
+
+def _replace_path(node: Any, path: list[str], value: Any) -> Any:
+    head, *rest = path
+    return replace(node, **{head: _replace_path(getattr(node, head), rest, value) if rest else value})
 
 
 def measure(cfg: RunConfig, data: Any, steps: int, warmup: int = 3) -> dict[str, float]:
@@ -112,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, changes in VARIANTS.items():
         if wanted and not any(w in name for w in wanted):
             continue
-        cfg = replace(base, optim=replace(base.optim, **changes))
+        cfg = with_changes(base, changes)
         results[name] = measure(cfg, data, args.steps)
         r = results[name]
         print(

@@ -64,6 +64,16 @@ def test_an_attention_pooled_sequence_encoder_exports_at_other_lengths(tmp_path:
     assert report.max_abs_diff <= 1e-4 and len(report.shapes) >= 3
 
 
+def test_a_sequence_encoder_with_self_attention_exports_at_other_lengths(tmp_path: Path) -> None:
+    """The masked self-attention and the distance embedding keep ONNX parity at lengths other than the traced one."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(sequence=SequenceEncoderConfig(attention_blocks=2, bag_dim=16))
+    encoder = HybridModel(cfg, ART).eval().sequence_encoder
+    path = export_model(encoder, spec.SEQUENCE_ENCODER, tmp_path / "model.onnx", 64, ART.num_items)
+    report = check_onnx_parity(encoder, spec.SEQUENCE_ENCODER, path, 64, ART.num_items)
+    assert report.max_abs_diff <= 1e-4 and len(report.shapes) >= 3
+
+
 def test_an_item_encoder_with_a_minimum_id_count_exports_its_gate(tmp_path: Path) -> None:
     """The id gate (which ids keep their token) is a constant of the exported graph, not an input."""
     torch.manual_seed(0)

@@ -639,3 +639,49 @@ def test_history_features_are_each_users_first_ratings_aligned_with_the_padded_h
         feats.pad([1], [2], 4, movies=[np.array([11, 12])])
     with pytest.raises(ValueError, match="not the first 4"):
         feats.pad([1], [4], 4)
+
+
+_PARENT_SCRIPT = """
+import multiprocessing, os, sys, time
+
+from hybridrec.training.evaluation.run import exit_with_parent
+
+
+def child(parent):
+    exit_with_parent(parent, period_s=0.05)
+    print(os.getpid(), flush=True)
+    time.sleep(120)
+
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(),)).start()
+    time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_evaluation_worker_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """`hybridrec evaluate` stopped by SIGKILL/SIGTERM: its fit workers must not go on writing the cache beside a
+    resumed run."""
+    import subprocess
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+
+    def alive() -> bool:  # a zombie (exited, not yet reaped by init) counts as ended
+        try:
+            state = Path(f"/proc/{worker}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        return state not in ("Z", "X")
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive()

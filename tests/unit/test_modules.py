@@ -69,6 +69,8 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
         SequenceEncoderConfig(bag_dim=8, rnn_window=2),
         SequenceEncoderConfig(attention_pool=True),
         SequenceEncoderConfig(attention_pool=True, use_rnn=False),
+        SequenceEncoderConfig(attention_blocks=2),
+        SequenceEncoderConfig(attention_blocks=1, use_rnn=False, bag_dim=8),
     ],
     ids=[
         "no-rnn",
@@ -80,6 +82,8 @@ def test_items_are_scored_independently_of_their_neighbours() -> None:
         "bag-window",
         "attention",
         "attention-no-rnn",
+        "self-attention",
+        "self-attention-no-rnn-bag",
     ],
 )
 def test_sequence_variants_stay_padding_invariant(seq_cfg: SequenceEncoderConfig) -> None:
@@ -294,6 +298,31 @@ def test_attention_pooling_weighs_the_history_by_its_last_step() -> None:
         torch.testing.assert_close(enc._attend(moved, out[:, 2], valid), summary)
         assert not torch.allclose(summary[0], out[0, :3].mean(0))  # not the plain mean
         assert torch.isfinite(enc(torch.zeros(1, 5, dtype=torch.long))).all()
+
+
+def test_self_attention_blocks_read_every_valid_step_and_never_the_padding() -> None:
+    torch.manual_seed(0)
+    enc = SequenceEncoder(SequenceEncoderConfig(attention_blocks=2), 16, ART).eval()
+    emb = torch.randn(2, 4, enc.cfg.embedding_dim)
+    valid = torch.tensor([[True, True, True, False], [True, False, False, False]])
+    pos, length = torch.arange(4).unsqueeze(0), torch.tensor([[3], [1]])
+    with torch.no_grad():
+        attended = enc._self_attend(emb, valid, pos, length)  # [B, E]: the last valid step's output
+        moved = emb.clone()
+        moved[:, 3] += 100.0  # a padded step
+        moved[1, 1:] -= 50.0
+        torch.testing.assert_close(enc._self_attend(moved, valid, pos, length), attended)
+        moved[0, 0] += 1.0  # an earlier valid step reaches the last one through the attention
+        assert not torch.allclose(enc._self_attend(moved, valid, pos, length)[0], attended[0])
+        # the last block's single query equals computing every step and reading the last
+        x = emb + enc.distance_emb((length - 1 - pos).clamp(min=0))
+        full = enc.blocks[1](enc.blocks[0](x, valid), valid)
+        torch.testing.assert_close(enc.blocks_norm(full)[[0, 1], [2, 0]], attended)
+        assert torch.isfinite(enc(torch.zeros(1, 5, dtype=torch.long))).all()  # an empty history
+    assert enc.dense.in_features == 4 * enc.cfg.hidden_dim + enc.cfg.embedding_dim  # mean, last, attended
+    assert not list(SequenceEncoder(SequenceEncoderConfig(), 16, ART).blocks)  # off by default: no weights
+    with pytest.raises(ConfigError, match="attention_blocks"):
+        SequenceEncoderConfig(attention_blocks=-1)
 
 
 def test_item_attention_equals_projecting_every_token() -> None:

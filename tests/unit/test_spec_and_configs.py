@@ -90,6 +90,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["optim"].pop("mask_seen")
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
     full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
+    full["model"]["sequence"].pop("attention_blocks")
     full["model"]["sequence"].pop("rating_feature"), full["model"]["sequence"].pop("recency_buckets")
     assert fp == full
     bag = load_yaml(RunConfig, None, {"optim.future_window": 10})
@@ -150,3 +151,13 @@ def test_the_full_and_demo_presets_train_the_model_that_evaluate_measures() -> N
     )
     assert demo_like_full == full.model and demo.optim.ema_decay is not None
     assert demo.model.item.id_dim <= full.model.item.id_dim
+
+
+def test_throughput_variants_change_optim_fields_and_dotted_paths() -> None:
+    from hybridrec.training.throughput import VARIANTS, with_changes
+
+    for changes in VARIANTS.values():  # every variant names fields that exist
+        with_changes(RunConfig(), changes)
+    cfg = with_changes(RunConfig(), {"batch_size": 64, "model.sequence.attention_blocks": 2})
+    assert cfg.optim.batch_size == 64 and cfg.model.sequence.attention_blocks == 2
+    assert cfg.model.item == RunConfig().model.item  # nothing else moves

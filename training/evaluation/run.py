@@ -30,6 +30,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -193,10 +194,24 @@ class _Context:
 _WORKER: _Context | None = None
 
 
-def _init_worker(data: MovieLensData, cfg: EvaluateConfig, out: Path, cache: Path, level: int) -> None:
+def exit_with_parent(parent: int, period_s: float = 1.0) -> None:
+    """End this worker process once `parent` (the evaluation that started it) is gone. A SIGTERM or SIGKILL ends the
+    parent without its pool's shutdown, and a worker left alone would finish its fit and write the cache beside the
+    run that resumes the evaluation."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(data: MovieLensData, cfg: EvaluateConfig, out: Path, cache: Path, level: int, parent: int) -> None:
     global _WORKER
     import torch
 
+    exit_with_parent(parent)
     torch.set_num_threads(1)
     logging.basicConfig(level=level, format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s")
     _WORKER = _Context(data, cfg, out, cache)
@@ -393,7 +408,7 @@ def evaluate(
                 max_workers=min(cfg.workers, len(todo) + redo_liked),
                 mp_context=multiprocessing.get_context("spawn"),  # torch and forked threads do not mix
                 initializer=_init_worker,
-                initargs=(data, cfg, out, cache, logging.getLogger().getEffectiveLevel() or logging.INFO),
+                initargs=(data, cfg, out, cache, logging.getLogger().getEffectiveLevel() or logging.INFO, os.getpid()),
             ) as pool,
         ):
             jobs = [pool.submit(_fit_in_worker, name, seed, prints[name, seed]) for name, seed in todo]
