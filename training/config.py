@@ -83,7 +83,9 @@ class SequenceEncoderConfig:
     # this many self-attention blocks (SASRec's: pre-LN, one head, a feed-forward layer of the same width) over the
     # history's item embeddings beside the RNN, every step attending to every valid step, with a learned embedding of
     # each step's distance from the last; the last step's output joins the dense layer's input. SASRec-CE, which leads
-    # the hybrid on users with 18-165 training items (docs/results.md), is two such blocks. 0: off
+    # the hybrid on users with 18-165 training items (docs/results.md), is two such blocks. With 2 it was below the
+    # presets on validation under data.train_gap=1 for both seeds fitted, and 1.3x the epoch time (docs/training.md),
+    # so 0: off
     attention_blocks: int = field(default=0, metadata=ADDED_SWITCH)
     # history features beside the item ids (a training-time probe; export refuses a model that uses them, as the
     # served `history` input is ids only). rating_feature: each history item's rating (half-star levels) as a learned
@@ -186,8 +188,18 @@ class OptimConfig:
     # masks every rated movie: the loss then spends no gradient pushing down what is never served (training only).
     # Level with the presets on validation under data.train_gap=1 over 4 seeds, below on the demo (docs/training.md)
     mask_seen: bool = field(default=False, metadata=ADDED_SWITCH)
+    # with mask_seen, the last N items before each target stay in the softmax (and are pushed down as any other
+    # negative). Ratings entered in one go are ordered by movieId, so a same-second target is the next id after the
+    # history's last few: the hypothesis was that the mask took away the negatives that teach that order. With 5 it
+    # was below mask_seen alone on validation under data.train_gap=1 for each of 4 seeds, on both slices
+    # (docs/training.md), so 0: every rated item masked
+    mask_seen_skip_last: int = field(default=0, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
+        if self.mask_seen_skip_last < 0:
+            raise ConfigError(f"optim.mask_seen_skip_last must be >= 0, got {self.mask_seen_skip_last}")
+        if self.mask_seen_skip_last and not self.mask_seen:
+            raise ConfigError("optim.mask_seen_skip_last needs optim.mask_seen true")
         if not self.cnn_lr_scale >= 0.0:
             raise ConfigError(f"optim.cnn_lr_scale must be >= 0, got {self.cnn_lr_scale}")
         if self.future_window < 1:

@@ -87,7 +87,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["model"]["item"].pop("id_residual"), full["data"].pop("train_gap")
     full["optim"].pop("cnn_lr_scale"), full["model"]["item"].pop("poster_for_cold")
     full["model"]["sequence"].pop("rnn_window"), full["optim"].pop("future_window")
-    full["optim"].pop("mask_seen")
+    full["optim"].pop("mask_seen"), full["optim"].pop("mask_seen_skip_last")
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
     full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
     full["model"]["sequence"].pop("attention_blocks")

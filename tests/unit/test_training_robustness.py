@@ -305,11 +305,30 @@ def test_a_run_with_the_seen_items_masked_trains(tmp_path: Path, data_dir: Path)
     import json
     import math
 
-    for sampled in (None, 16):
-        sets = {"optim.mask_seen": True, "optim.softmax_negatives": sampled}
-        result = run_train(tiny_config(tmp_path, **sets), tmp_path / f"run{sampled}", data_dir)
+    for sampled, skip in ((None, 0), (16, 0), (None, 2)):
+        sets = {"optim.mask_seen": True, "optim.softmax_negatives": sampled, "optim.mask_seen_skip_last": skip}
+        result = run_train(tiny_config(tmp_path, **sets), tmp_path / f"run{sampled}-{skip}", data_dir)
         history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
         assert history and all(math.isfinite(h["loss"]) for h in history)
+
+
+def test_mask_seen_skip_last_keeps_the_latest_items_as_negatives() -> None:
+    import torch
+
+    from hybridrec.dataclass_yaml import ConfigError
+    from hybridrec.training.config import OptimConfig
+    from hybridrec.training.modules import NEG
+    from hybridrec.training.objectives.next_item import mask_seen_
+
+    assert OptimConfig(mask_seen=True, mask_seen_skip_last=2).mask_seen_skip_last == 2
+    with pytest.raises(ConfigError, match="mask_seen_skip_last needs"):
+        OptimConfig(mask_seen_skip_last=2)
+    with pytest.raises(ConfigError, match="mask_seen_skip_last must"):
+        OptimConfig(mask_seen=True, mask_seen_skip_last=-1)
+    seen = [np.array([2, 3, 4, 5]), np.array([7]), np.array([], dtype=np.int64)]
+    dot = torch.zeros(3, 10)
+    mask_seen_(dot, torch.arange(10), seen, torch.tensor([6, 8, 1]), skip_last=2)
+    assert (dot == NEG).nonzero().tolist() == [[0, 2], [0, 3]]  # 4 and 5, and row 1's only item, stay negatives
 
 
 def test_cli_reports_too_small_dataset_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -165,10 +165,13 @@ def future_items(train_seq: dict[int, np.ndarray], batch: list[tuple[int, int]],
     return torch.from_numpy(out)
 
 
-def mask_seen_(dot: Tensor, cols: Tensor, seen: list[np.ndarray], label: Tensor) -> None:
+def mask_seen_(dot: Tensor, cols: Tensor, seen: list[np.ndarray], label: Tensor, skip_last: int = 0) -> None:
     """Set each row's score of the items its user rated before the target to NEG, in place, as `recommend` masks
     them: a movie already rated is never a candidate, so the softmax need not spend its gradient pushing it down.
-    `cols` are the sorted item ids of `dot`'s columns; the row's target column (`label`) is never masked."""
+    `cols` are the sorted item ids of `dot`'s columns; the row's target column (`label`) is never masked, nor are
+    the last `skip_last` items of each row's history (optim.mask_seen_skip_last)."""
+    if skip_last:
+        seen = [s[: max(len(s) - skip_last, 0)] for s in seen]
     lengths = torch.tensor([len(s) for s in seen])
     if not int(lengths.sum()):
         return
@@ -248,7 +251,7 @@ class StepLoss(nn.Module):
         # its inputs, not its output), not a masked copy of the whole [B, I] score matrix.
         dot[:, : int((cols < spec.FIRST_ID).sum())] = NEG
         if o.mask_seen:
-            mask_seen_(dot, cols, seen, label)
+            mask_seen_(dot, cols, seen, label, skip_last=o.mask_seen_skip_last)
         retrieval_loss = F.cross_entropy(dot, label)
         if future.shape[1]:  # optim.future_window: the next few items as a bag, beside the next one
             retrieval_loss = retrieval_loss + future_loss(dot, cols, future)
