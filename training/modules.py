@@ -324,9 +324,8 @@ class SequenceEncoder(nn.Module):
         self.attn_key = nn.Linear(step, step) if cfg.attention_pool else None
         self.attn_score = nn.Linear(step, 1, bias=False) if cfg.attention_pool else None
         self.drop = Dropout(cfg.dropout)  # no weights: checkpoints without it load unchanged
-        # self-attention over the steps (cfg.attention_blocks): its last step's output joins the dense layer's input
-        # over the item embeddings, beside the RNN (SASRec's input; over the RNN's 2H-wide outputs an epoch took 2.6x
-        # the preset's)
+        # self-attention (cfg.attention_blocks) over the item embeddings beside the RNN, as SASRec's input: over the
+        # RNN's 2H-wide outputs an epoch took 2.6x the preset's
         width = cfg.embedding_dim
         self.blocks = nn.ModuleList(SelfAttentionBlock(width, cfg.dropout) for _ in range(cfg.attention_blocks))
         self.distance_emb = nn.Embedding(MAX_DISTANCE, width) if cfg.attention_blocks else None

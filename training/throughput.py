@@ -14,7 +14,6 @@ import argparse
 import json
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from hybridrec.data import load_movielens, resolve_data_dir
+from hybridrec.dataclass_yaml import load_yaml
 from hybridrec.preprocessing import fit_artifacts
 from hybridrec.training.config import RunConfig
 from hybridrec.training.evaluation.splits import leave_one_out_split
@@ -59,18 +59,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def with_changes(base: Any, changes: dict[str, Any]) -> Any:
-    """``base`` (a RunConfig) with each change applied: a bare key names an optim field, a dotted one a path from the
-    run config (``model.sequence.attention_blocks``)."""
-    for key, value in changes.items():
-        path = key.split(".") if "." in key else ["optim", key]
-        base = _replace_path(base, path, value)
-    return base
-
-
-def _replace_path(node: Any, path: list[str], value: Any) -> Any:
-    head, *rest = path
-    return replace(node, **{head: _replace_path(getattr(node, head), rest, value) if rest else value})
+def with_changes(changes: dict[str, Any]) -> RunConfig:
+    """The default run config with a variant's changes: a bare key names an optim field, a dotted one a path from the
+    run config (``model.sequence.attention_blocks``), as ``--set`` takes it."""
+    return load_yaml(RunConfig, None, {(k if "." in k else f"optim.{k}"): v for k, v in changes.items()})
 
 
 def measure(cfg: RunConfig, data: Any, steps: int, warmup: int = 3) -> dict[str, float]:
@@ -126,13 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = load_movielens(resolve_data_dir(args.data))
-    base = RunConfig()
     results: dict[str, dict[str, float]] = {}
     wanted = [w.strip() for w in (args.only or "").split(",") if w.strip()]
     for name, changes in VARIANTS.items():
         if wanted and not any(w in name for w in wanted):
             continue
-        cfg = with_changes(base, changes)
+        cfg = with_changes(changes)
         results[name] = measure(cfg, data, args.steps)
         r = results[name]
         print(
