@@ -65,7 +65,8 @@ class SequenceEncoderConfig:
     # run the RNN over the history's last N items only, and put the mean of the whole history's item embeddings beside
     # its outputs (None: the RNN reads the whole history, no pooled term). A long history (data.history_length 200,
     # SASRec-CE's window) then costs an embedding lookup per item instead of an RNN step in both directions. With 200
-    # and a window of 50 it was level with the preset on validation under data.train_gap=1, 4 seeds (docs/training.md)
+    # and a window of 50 it was level with the preset on validation under data.train_gap=1, 4 seeds; with the bag
+    # (bag_dim) on, it was below on both seeds fitted (docs/training.md)
     rnn_window: int | None = field(default=None, metadata=ADDED_SWITCH)
     # the history as a bag, encoded as Mult-DAE encodes a user's row (Liang et al. 2018, the reference for the
     # autoencoder): tanh(W x / sqrt(n) + b) over its own item table, with dropout on whole items (bag_dropout),
@@ -73,7 +74,7 @@ class SequenceEncoderConfig:
     # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py). 64 is
     # above the presets on validation under data.train_gap=1 for every seed of two 4-seed refits (+0.006, standard
     # error 0.0036 over users): on in the `full` and `evaluate` presets, which docs/results.md is fitted with, and in
-    # `demo`, which trains the same model (docs/training.md)
+    # `demo`, which trains the same model (docs/training.md). 128 was below 64 on both seeds of a screen
     bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
     bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
     # pool the RNN's outputs by additive attention with the last step's output as the query (NARM, Li et al. 2017:
@@ -171,7 +172,9 @@ class OptimConfig:
     # `demo` (chosen on each: docs/training.md)
     ema_decay: float | None = field(default=None, metadata=ADDED_SWITCH)
     # "linear": the learning rate falls linearly from `lr` to 0 over `epochs` epochs (per step); "constant": no decay.
-    # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps
+    # A run cut short by its epoch count (`make demo`) then ends on small, averaging steps. Off: decayed to 0 over the 9
+    # epochs of the `evaluate` guard it was below the constant rate on validation under data.train_gap=1 for 3 of 4
+    # seeds (docs/training.md)
     lr_decay: str = field(default="constant", metadata=ADDED_SWITCH)
     # the poster CNN's learning rate (conv blocks and spatial attention) as a share of `lr`. At 1.0 its pooled
     # features moved by 69% of their norm in the full preset's 8th epoch (cosine 0.78 to the epoch's start): the
