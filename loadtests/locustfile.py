@@ -196,6 +196,32 @@ def _final_csv_pass(environment: Environment, **_: Any) -> None:
         gevent.sleep(1.2)
 
 
+EXIT_WATCHDOG_S = 10.0  # far above a normal exit (closing the CSV files), far below the runner's 90 s of slack
+
+
+@events.quit.add_listener
+def _exit_watchdog(exit_code: int, **_: Any) -> None:
+    # Locust fires `quit` after its last stats and calls sys.exit right after. After the server died mid-run, that exit
+    # has hung once in CI: the log ended with Locust's final stats, and the process lived on until its supervisor
+    # killed it 100 s later, without Locust's own exit code (gRPC's threads under gevent are the likely holders).
+    start_exit_watchdog(exit_code, EXIT_WATCHDOG_S)
+
+
+def start_exit_watchdog(code: int, seconds: float) -> None:
+    """End this process with ``code`` if it is still alive ``seconds`` from now. It runs on a real OS thread that the
+    interpreter never joins (not a greenlet: the gevent hub no longer runs once exit has begun)."""
+    from gevent import monkey
+
+    start_new_thread = monkey.get_original("_thread", "start_new_thread")
+    sleep = monkey.get_original("time", "sleep")
+
+    def _expire() -> None:
+        sleep(seconds)
+        os._exit(code)
+
+    start_new_thread(_expire, ())
+
+
 # --- users --------------------------------------------------------------------------------------------------------
 def _address(host: str | None) -> str:
     """``host:port`` for tritonclient: no scheme, no trailing slash."""
