@@ -50,7 +50,8 @@ class ItemEncoderConfig:
 class SequenceEncoderConfig:
     embedding_dim: int = 64
     hidden_dim: int = 64
-    cell: str = "gru"  # "gru" | "lstm"
+    # "gru" | "lstm": the LSTM was below the GRU on validation under data.train_gap=1, 2 seeds (docs/training.md)
+    cell: str = "gru"
     unk_dropout: float = 0.05  # replace history items with UNK so unseen items at serving time are not noise
     # add each history item's content embedding (the item tower's) to its id embedding; off by default: in a
     # 2-epoch check on ml-latest-small it lowered validation NDCG@10 (0.020 vs 0.036 without)
@@ -74,8 +75,10 @@ class SequenceEncoderConfig:
     # retrieval's. None: off. EASE blended into the served ranking showed the headroom (tools/ease_headroom.py). 64 is
     # above the presets on validation under data.train_gap=1 for every seed of two 4-seed refits (+0.006, standard
     # error 0.0036 over users): on in the `full` and `evaluate` presets, which docs/results.md is fitted with, and in
-    # `demo`, which trains the same model (docs/training.md). 128 was below 64 on both seeds of a screen
+    # `demo`, which trains the same model (docs/training.md). 128 and 32 were both below 64 on both seeds of a screen
     bag_dim: int | None = field(default=None, metadata=ADDED_SWITCH)
+    # whole items of the bag dropped in training, as Mult-DAE's 0.5; under data.train_gap=1, 2 seeds, 0.25 was level
+    # on validation and 0.75 below (docs/training.md)
     bag_dropout: float = field(default=0.5, metadata=ADDED_SWITCH)
     # pool the RNN's outputs by additive attention with the last step's output as the query (NARM, Li et al. 2017:
     # which earlier items matter depends on the latest one) instead of their plain mean; the last step's output stays
@@ -128,7 +131,9 @@ class FusionHeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    embedding_dim: int = 64  # F_cnn and F_rnn width (D)
+    # F_cnn and F_rnn width (D). 128 was level with 64 on validation under data.train_gap=1, 2 seeds, with epochs
+    # about 15% dearer (docs/training.md)
+    embedding_dim: int = 64
     item: ItemEncoderConfig = field(default_factory=ItemEncoderConfig)  # poster CNN + metadata fusion
     sequence: SequenceEncoderConfig = field(default_factory=SequenceEncoderConfig)
     fusion: FusionHeadConfig = field(default_factory=FusionHeadConfig)
