@@ -192,6 +192,14 @@ class Artifacts:
         return cls(image=ImageSpec(**img), **raw)
 
 
+def _most_common(counts: Counter[str], n: int, min_count: int = 1) -> tuple[str, ...]:
+    """The ``n`` most frequent keys with at least ``min_count``, ties broken by the key itself. Counter.most_common
+    breaks ties by insertion order, which for keys gathered from sets follows PYTHONHASHSEED: the vocabulary, and so
+    every fit, then changed from one process to the next under the same seed."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return tuple(k for k, c in ranked if c >= min_count)
+
+
 def fit_artifacts(
     data: MovieLensData,
     train_movie_ids: Iterable[int],
@@ -207,12 +215,12 @@ def fit_artifacts(
     seen = sorted({int(m) for m in train_movie_ids})
     movies = list(data.movies.values())
     genre_counts = Counter(g for m in movies for g in m.genres)
-    genres = tuple(sorted(g for g, _ in genre_counts.most_common(spec.GENRE_SLOTS)))
+    genres = tuple(sorted(_most_common(genre_counts, spec.GENRE_SLOTS)))
     people_counts = Counter(p for m in movies for p in (*m.cast, *m.directors))
-    people = tuple(p for p, c in people_counts.most_common(max_people) if c >= min_count)
+    people = _most_common(people_counts, max_people, min_count)
     docs = [set(tokenize(m.overview)) for m in movies if m.overview]
     df = Counter(w for d in docs for w in d)
-    words = tuple(w for w, c in df.most_common(max_words) if c >= min_count)
+    words = _most_common(df, max_words, min_count)
     n_docs = max(len(docs), 1)
     idf = tuple(round(math.log((1 + n_docs) / (1 + df[w])) + 1.0, 6) for w in words)
     years = np.array([m.year for m in movies if m.year], dtype=np.float64)

@@ -78,3 +78,34 @@ def test_artifacts_roundtrip(tmp_path, artifacts: Artifacts) -> None:  # type: i
 
 def test_tokenize_drops_stopwords() -> None:
     assert tokenize("The Toys, in Andy's room!") == ["toys", "andy's", "room"]
+
+
+_VOCAB_SCRIPT = """
+from types import SimpleNamespace
+from hybridrec.data import Movie
+from hybridrec.preprocessing import fit_artifacts
+overviews = ["alpha bravo charlie delta echo", "foxtrot golf hotel india juliet", "kilo lima mike november oscar"]
+movies = {i: Movie(i, f"m{i}", ("Drama",), 1990, overviews[i % 3], ("Ann", "Bob", "Cy")) for i in range(6)}
+a = fit_artifacts(SimpleNamespace(movies=movies), movies, max_words=7, max_people=2)  # type: ignore[arg-type]
+print(a.words, a.people)
+"""
+
+
+def test_the_vocabulary_does_not_depend_on_the_processs_string_hashing() -> None:
+    """Overview words come from sets, whose order follows PYTHONHASHSEED; ties at the same count used to keep that
+    order, so every process fitted its own word table and one seed did not reproduce its fit."""
+    import os
+    import subprocess
+    import sys
+
+    out = {
+        subprocess.run(
+            [sys.executable, "-c", _VOCAB_SCRIPT],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in (1, 2, 3)
+    }
+    assert out == {"('alpha', 'bravo', 'charlie', 'delta', 'echo', 'foxtrot', 'golf') ('Ann', 'Bob')\n"}
