@@ -317,6 +317,8 @@ class SequenceEncoder(nn.Module):
         pooled += cfg.embedding_dim if cfg.rnn_window is not None else 0
         self.bag_emb = nn.Embedding(self.num_items, cfg.bag_dim) if cfg.bag_dim is not None else None
         self.bag_bias = nn.Parameter(torch.zeros(cfg.bag_dim)) if cfg.bag_dim is not None else None
+        # bag_recency: a log-weight per distance from the last item; zeros, so training starts from the plain bag
+        self.bag_recency = nn.Parameter(torch.zeros(MAX_DISTANCE)) if cfg.bag_recency else None
         step = 2 * cfg.hidden_dim if cfg.use_rnn else cfg.embedding_dim  # one step's output width
         pooled += cfg.embedding_dim if cfg.attention_blocks else 0  # the self-attention's last step
         self.dense = nn.Linear(pooled + (cfg.bag_dim or 0), dim)
@@ -422,10 +424,14 @@ class SequenceEncoder(nn.Module):
 
     def _bag(self, ids: Tensor) -> Tensor:
         """Mult-DAE's encoder over the history as a bag [B, bag_dim]: tanh(W x + b) with x the multi-hot row scaled
-        to unit norm (1 / sqrt(n)) and, in training, whole items dropped with inverted-dropout scaling."""
+        to unit norm (1 / sqrt(n); with ``bag_recency``, each item first weighed by its distance from the last) and,
+        in training, whole items dropped with inverted-dropout scaling."""
         assert self.bag_emb is not None and self.bag_bias is not None
         valid = (ids != spec.PAD_ID).float()
-        weight = valid / valid.sum(1, keepdim=True).clamp(min=1.0).sqrt()
+        if self.bag_recency is not None:  # learned weights by distance from the last item, the row at unit norm
+            pos, length = self._positions(ids)
+            valid = valid * torch.exp(self.bag_recency[(length - 1 - pos).clamp(min=0, max=MAX_DISTANCE - 1)])
+        weight = valid / valid.square().sum(1, keepdim=True).clamp(min=1e-6).sqrt()  # an empty row stays 0
         if self.training and self.cfg.bag_dropout > 0:
             keep = (torch.rand(ids.shape, device=ids.device) >= self.cfg.bag_dropout).float()
             weight = weight * keep / (1.0 - self.cfg.bag_dropout)

@@ -65,10 +65,14 @@ def test_an_attention_pooled_sequence_encoder_exports_at_other_lengths(tmp_path:
 
 
 def test_a_sequence_encoder_with_self_attention_exports_at_other_lengths(tmp_path: Path) -> None:
-    """The masked self-attention and the distance embedding keep ONNX parity at lengths other than the traced one."""
+    """The masked self-attention, the distance embedding and the bag's weights by distance keep ONNX parity at lengths
+    other than the traced one."""
     torch.manual_seed(0)
-    cfg = ModelConfig(sequence=SequenceEncoderConfig(attention_blocks=2, bag_dim=16))
+    cfg = ModelConfig(sequence=SequenceEncoderConfig(attention_blocks=2, bag_dim=16, bag_recency=True))
     encoder = HybridModel(cfg, ART).eval().sequence_encoder
+    assert encoder.bag_recency is not None
+    with torch.no_grad():
+        encoder.bag_recency.normal_()  # trained weights, not the plain bag's zeros
     path = export_model(encoder, spec.SEQUENCE_ENCODER, tmp_path / "model.onnx", 64, ART.num_items)
     report = check_onnx_parity(encoder, spec.SEQUENCE_ENCODER, path, 64, ART.num_items)
     assert report.max_abs_diff <= 1e-4 and len(report.shapes) >= 3

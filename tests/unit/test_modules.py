@@ -131,6 +131,24 @@ def test_the_bag_reads_every_history_item_as_an_unordered_set_and_drops_whole_it
         SequenceEncoderConfig(bag_dropout=1.0)
 
 
+def test_the_recency_weighted_bag_starts_as_the_plain_bag_and_then_weighs_items_by_distance_from_the_last() -> None:
+    torch.manual_seed(0)
+    plain = SequenceEncoder(SequenceEncoderConfig(bag_dim=8), 16, ART).eval()
+    recent = SequenceEncoder(SequenceEncoderConfig(bag_dim=8, bag_recency=True), 16, ART).eval()
+    recent.load_state_dict(plain.state_dict() | {"bag_recency": recent.bag_recency})
+    hist = torch.tensor([[5, 6, 7, 0], [7, 5, 6, 0], [0, 0, 0, 0], [5, 0, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(recent._bag(hist), plain._bag(hist))  # zero log-weights: the plain bag
+        assert recent.bag_recency is not None
+        recent.bag_recency[1:] = -2.0  # only the last item counts, nearly
+        bag = recent._bag(hist)
+        assert not torch.allclose(bag[0], bag[1])  # the order now matters
+        assert not bag[2].any()  # an empty history still gives tanh(0 + zero bias)
+        torch.testing.assert_close(recent._bag(torch.tensor([[9, 5]])), recent._bag(torch.tensor([[9, 5, 0]])))
+    with pytest.raises(ConfigError, match="bag_recency"):
+        SequenceEncoderConfig(bag_recency=True)
+
+
 def test_ids_under_the_minimum_count_lose_their_token_in_training_and_serving() -> None:
     torch.manual_seed(0)
     model = HybridModel(ModelConfig(item=ItemEncoderConfig(id_min_count=3, id_dropout=0.0)), ART)

@@ -89,6 +89,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["model"]["sequence"].pop("rnn_window"), full["optim"].pop("future_window")
     full["optim"].pop("mask_seen"), full["optim"].pop("mask_seen_skip_last")
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
+    full["model"]["sequence"].pop("bag_recency"), full["optim"].pop("label_smoothing")
     full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
     full["model"]["sequence"].pop("attention_blocks")
     full["model"]["sequence"].pop("rating_feature"), full["model"]["sequence"].pop("recency_buckets")

@@ -267,6 +267,25 @@ def test_the_future_loss_is_the_mean_likelihood_of_each_rows_next_items() -> Non
     assert future_loss(dot, cols, torch.zeros(3, 2, dtype=torch.long)).item() == 0.0
 
 
+def test_label_smoothing_spreads_the_target_over_the_scored_columns_only() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from hybridrec.dataclass_yaml import ConfigError
+    from hybridrec.training.config import OptimConfig
+    from hybridrec.training.modules import NEG
+    from hybridrec.training.objectives.next_item import smoothed_cross_entropy
+
+    dot, label = torch.randn(4, 6), torch.tensor([2, 3, 4, 5])
+    assert torch.equal(smoothed_cross_entropy(dot, label, 0.0), F.cross_entropy(dot, label))  # 0: the plain loss
+    plain = F.cross_entropy(dot, label, label_smoothing=0.1)  # every column scored: torch's own smoothing
+    torch.testing.assert_close(smoothed_cross_entropy(dot, label, 0.1), plain)
+    masked = torch.cat([torch.full((4, 2), NEG), dot], dim=1)  # PAD and UNK columns, as the step scores them
+    torch.testing.assert_close(smoothed_cross_entropy(masked, label + 2, 0.1), smoothed_cross_entropy(dot, label, 0.1))
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        OptimConfig(label_smoothing=1.0)
+
+
 def test_a_run_with_a_future_window_trains_and_the_window_must_be_positive(tmp_path: Path, data_dir: Path) -> None:
     import json
     import math

@@ -182,6 +182,19 @@ def mask_seen_(dot: Tensor, cols: Tensor, seen: list[np.ndarray], label: Tensor,
     dot[rows[keep], col[keep]] = NEG
 
 
+def smoothed_cross_entropy(dot: Tensor, label: Tensor, smoothing: float) -> Tensor:
+    """Cross-entropy of each row's `label` column with `smoothing` of the target spread evenly over the row's scored
+    columns: those at NEG (PAD, UNK, masked items) never enter, where F.cross_entropy's own smoothing would put mass on
+    them too. 0: F.cross_entropy itself."""
+    if smoothing == 0.0:
+        return F.cross_entropy(dot, label)
+    logp = torch.log_softmax(dot, dim=1)
+    nll = -logp.gather(1, label.unsqueeze(1)).squeeze(1)
+    scored = (dot > NEG / 2).float()
+    uniform = -(logp * scored).sum(1) / scored.sum(1).clamp(min=1.0)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()
+
+
 def future_loss(dot: Tensor, cols: Tensor, future: Tensor) -> Tensor:
     """The mean negative log-likelihood of each row's `future` items (PAD: none) under the softmax of its `dot`
     scores over the sorted item columns `cols`; rows without any future item count for nothing."""
@@ -252,7 +265,7 @@ class StepLoss(nn.Module):
         dot[:, : int((cols < spec.FIRST_ID).sum())] = NEG
         if o.mask_seen:
             mask_seen_(dot, cols, seen, label, skip_last=o.mask_seen_skip_last)
-        retrieval_loss = F.cross_entropy(dot, label)
+        retrieval_loss = smoothed_cross_entropy(dot, label, o.label_smoothing)
         if future.shape[1]:  # optim.future_window: the next few items as a bag, beside the next one
             retrieval_loss = retrieval_loss + future_loss(dot, cols, future)
         # Fusion head: rerank the retrieval's hardest current negatives (plus random ones) against the target,
