@@ -46,6 +46,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -871,7 +872,7 @@ def run(args: argparse.Namespace, command: str = "") -> dict[str, Any]:
                 try:
                     results[phase] = fn(b)
                 except Exception as e:  # reported, and the next phases still run (on a live server)
-                    log(f"{phase} failed: {type(e).__name__}: {e}")
+                    log(f"{phase} failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")  # where, for a rerun
                     results[phase] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
                     if not b.server.alive:
                         b.server.stop(timeout_s=10)

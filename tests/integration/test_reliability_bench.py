@@ -35,6 +35,17 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def _evidence(out: Path, stderr: str) -> str:
+    """The bench's log (with a failed phase's traceback), the end of each server's log and the kill's Locust log."""
+    text = f"--- the bench's stderr (end) ---\n{stderr[-6000:]}"
+    for path in [*sorted(out.glob("tritonserver-*.log")), out / "kill" / "locust.log"]:
+        if not path.exists():
+            continue
+        tail = path.read_text(errors="replace").splitlines()[-25:]
+        text += f"\n--- {path.relative_to(out)} (end) ---\n" + "\n".join(tail)
+    return text
+
+
 def test_reliability_bench_smoke(tiny_run: Path, data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [
@@ -52,6 +63,9 @@ def test_reliability_bench_smoke(tiny_run: Path, data_dir: Path, tmp_path: Path)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
+    evidence = _evidence(out, proc.stderr)
+    for phase in ("soak", "kill", "catalog"):  # a phase that raised is recorded as {"error": ...}: show why
+        assert "error" not in summary.get(phase, {}), f"{phase}: {summary[phase]}\n{evidence}"
     assert "## Catalog adds under load" in (out / "report.md").read_text()
 
     for key in ("command", "machine", "settings", "config_set", "soak", "kill", "catalog", "targets", "wall_s"):
@@ -64,9 +78,9 @@ def test_reliability_bench_smoke(tiny_run: Path, data_dir: Path, tmp_path: Path)
     assert (out / "soak" / "locust_stats_history.csv").stat().st_size > 0
 
     kill = summary["kill"]
-    assert kill["locust_ended_by_itself"], kill
-    assert kill["client_raised_unavailable"], kill
-    assert kill["same_ports"] and kill["client_recovered"], kill
+    assert kill["locust_ended_by_itself"], f"{kill}\n{evidence}"
+    assert kill["client_raised_unavailable"], f"{kill}\n{evidence}"
+    assert kill["same_ports"] and kill["client_recovered"], f"{kill}\n{evidence}"
     for key in ("locust_end_after_kill_s", "client_error_after_s", "restart_ready_s", "client_recovery_s"):
         assert isinstance(kill[key], int | float), key
 
