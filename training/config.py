@@ -54,7 +54,8 @@ class SequenceEncoderConfig:
     cell: str = "gru"
     unk_dropout: float = 0.05  # replace history items with UNK so unseen items at serving time are not noise
     # add each history item's content embedding (the item tower's) to its id embedding; off by default: in a
-    # 2-epoch check on ml-latest-small it lowered validation NDCG@10 (0.020 vs 0.036 without)
+    # 2-epoch check on ml-latest-small it lowered validation NDCG@10 (0.020 vs 0.036 without), and on today's presets
+    # it was below a same-code refit by 0.013 on both seeds of a screen under data.train_gap=1 (docs/training.md)
     use_content: bool = False
     # share the history's id embeddings with the item tower's (needs embedding_dim == item.id_dim): each movie's id
     # vector then learns from being watched and from being a target, as SASRec-CE's tied embeddings do
@@ -213,7 +214,8 @@ class OptimConfig:
     # the retrieval softmax's target smoothed with this share spread evenly over every scored (unmasked) column: the
     # full softmax over 9.7k movies otherwise drives each prefix's target to probability 1, as label smoothing
     # regularises a classifier's over-confidence. 0: plain cross-entropy. 0.1 was level with the presets on seed 0's
-    # validation and below on seed 1's under data.train_gap=1 (docs/training.md), so off
+    # validation and below on seed 1's under data.train_gap=1, and 0.05 failed its screen against a same-code refit
+    # (docs/training.md), so off
     label_smoothing: float = field(default=0.0, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
