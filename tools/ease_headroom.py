@@ -20,6 +20,10 @@ alone, EASE alone, and three blends, each weight a picked from ``BLENDS`` on val
 ``--other popularity`` blends log(1 + the Popularity baseline's count) of each movie instead of EASE (the "ease"
 keys then hold it): what an item bias in the retrieval's logits could add, as SASRec-CE's free embeddings carry
 popularity in their norm while the item tower's LayerNorm takes it out of the dot product.
+
+``--other release_age`` blends a prior on the movie's age when rated instead (:class:`ReleaseAge`): what the item
+tower's one standardized year feature, which a dot product can only prefer linearly (newer or older), leaves out:
+half of the cold slice's test targets were released within 3 years of their rating.
 """
 
 from __future__ import annotations
@@ -29,19 +33,76 @@ import json
 
 import numpy as np
 
-from hybridrec.data import load_movielens, resolve_data_dir
+from hybridrec.data import MovieLensData, load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.baselines.ease import EASE
 from hybridrec.training.evaluation.baselines.popularity import Popularity
 from hybridrec.training.evaluation.baselines.scorer import LOWEST
 from hybridrec.training.evaluation.hybrid import HybridScorer
 from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
-from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
+from hybridrec.training.evaluation.splits import TRAIN, VALID, ItemIndex, LeaveOneOutSplit, leave_one_out_split
 from hybridrec.training.train import load_run_config
 
 BLENDS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 RRF_K = 60.0  # reciprocal-rank fusion's usual constant
 HEAVY = 166  # training items: docs/results.md's heaviest quarter of test users
 LENGTH_EDGES = (33, 68, HEAVY)  # docs/results.md's four groups of test users by training items
+
+
+class ReleaseAge:
+    """log of the rate at which a movie is rated at its age (whole years from its release year to the rating's year),
+    per catalog movie of that age: training rows rated at age a / the sum over those rows of the catalog movies that
+    were a years old then. Ages are clipped to [MIN_AGE, MAX_AGE] (a negative age is a release date after the rating);
+    movies without a year share one more bucket. Scored at each user's last history timestamp (the request's time)."""
+
+    MIN_AGE, MAX_AGE = -2, 40
+
+    def __init__(self, release_years: np.ndarray) -> None:
+        self.years = release_years  # [catalog] int64, 0 where unknown
+        self.rate = np.zeros(self.MAX_AGE - self.MIN_AGE + 2)
+
+    def _bucket(self, age: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return np.where(known, np.clip(age, self.MIN_AGE, self.MAX_AGE) - self.MIN_AGE, len(self.rate) - 1)
+
+    def fit(self, rated_years: np.ndarray, items: np.ndarray) -> ReleaseAge:
+        """``rated_years`` [rows] the year of each training rating, ``items`` [rows] its catalog index."""
+        known = self.years > 0
+        rated = np.bincount(self._bucket(rated_years - self.years[items], known[items]), minlength=len(self.rate))
+        exposed = np.zeros(len(self.rate))
+        for year, rows in zip(*np.unique(rated_years, return_counts=True), strict=True):
+            exposed += rows * np.bincount(self._bucket(year - self.years, known), minlength=len(self.rate))
+        self.rate = np.log((rated + 1.0) / (exposed + 1.0))
+        return self
+
+    def score(self, now_years: np.ndarray) -> np.ndarray:
+        """[users] the year of each user's last history item -> [users, catalog] log rates."""
+        return self.rate[self._bucket(now_years[:, None] - self.years[None, :], (self.years > 0)[None, :])]
+
+
+def _years(timestamps: np.ndarray) -> np.ndarray:
+    """Unix seconds -> calendar years (UTC)."""
+    return timestamps.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+
+
+def _release_age(
+    split: LeaveOneOutSplit, items: ItemIndex, data: MovieLensData
+) -> tuple[ReleaseAge, dict[str, dict[int, int]]]:
+    """The prior fitted on the gapped training rows (each user's last training row left out, as in a train_gap=1
+    fit), and each stage's "now" per user: validation's history ends with the last training row, test's with the
+    validation row."""
+    r, role = split.ratings, split.role
+    train_rows = np.flatnonzero(role == TRAIN)
+    last: dict[int, int] = {}
+    for i in train_rows.tolist():  # rows are in (user, time) order: the last one written wins
+        last[int(r.user_ids[i])] = i
+    gapped = np.setdiff1d(train_rows, np.fromiter(last.values(), dtype=np.int64))
+    years = np.array([(m.year or 0) if m is not None else 0 for m in items.movies(data)], dtype=np.int64)
+    prior = ReleaseAge(years).fit(_years(r.timestamps[gapped]), items.index(r.movie_ids[gapped]))
+    valid_rows = np.flatnonzero(role == VALID)
+    now = {
+        "valid": {u: int(r.timestamps[i]) for u, i in last.items()},
+        "test": {int(r.user_ids[i]): int(r.timestamps[i]) for i in valid_rows.tolist()},
+    }
+    return prior, now
 
 
 def _z(scores: np.ndarray) -> np.ndarray:
@@ -88,28 +149,38 @@ def main() -> None:
     )
     parser.add_argument(
         "--other",
-        choices=("ease", "popularity"),
+        choices=("ease", "popularity", "release_age"),
         default="ease",
-        help="what to blend with the hybrid: EASE's scores, or log(1 + the movie's count in the training rows)",
+        help="what to blend with the hybrid: EASE's scores, log(1 + the movie's count in the training rows), or the "
+        "log rate of movies of that age being rated (ReleaseAge)",
     )
     args = parser.parse_args()
     if args.window < 0:
         parser.error("--window must be >= 0")
     data = load_movielens(resolve_data_dir(args.data))
-    ix = leave_one_out_split(data).indexed(ItemIndex.from_data(data))
+    split = leave_one_out_split(data)
+    ix = split.indexed(ItemIndex.from_data(data))
     gapped = {u: s[:-1] for u, s in ix.train.items()}  # what a train_gap=1 hybrid trained on
     stages = {stage: ix.stage(stage) for stage in ("valid", "test")}
     ease_scores = {}
     out: dict[str, object] = {"other": args.other, "window": args.window}
-    other: EASE | Popularity
+    other: EASE | Popularity | None = None
     if args.other == "popularity":
         other = Popularity().fit(gapped, ix.num_items)
-    else:
+    elif args.other == "ease":
         other = EASE().fit(gapped, ix.num_items, valid=ix.valid)
         out["ease_lambda"] = other.lam
+    else:
+        prior, now = _release_age(split, ix.items, data)
+        out["release_age_log_rate"] = {
+            str(a + ReleaseAge.MIN_AGE): round(float(v), 3) for a, v in enumerate(prior.rate[:-1]) if a < 12
+        } | {"unknown": round(float(prior.rate[-1]), 3)}
     for stage, (users, hist, _) in stages.items():
-        bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
-        scores = other.score(users, bags)
+        if other is None:
+            scores = prior.score(_years(np.array([now[stage][u] for u in users], dtype=np.int64)))
+        else:
+            bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
+            scores = other.score(users, bags)
         ease_scores[stage] = _z(np.log1p(scores) if args.other == "popularity" else scores)
     ease_rank = {stage: _ranks(scores) for stage, scores in ease_scores.items()}
     for run in args.runs:

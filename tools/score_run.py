@@ -9,7 +9,9 @@ interactions) and NDCG@10 where the target was rated in the same second as the h
 With ``--drop-last`` it also scores each stage with the history's last item left out of the model's input (still
 masked as seen): what the last item adds, on validation (a training target of that user, unless the run had
 ``data.train_gap``) and on test (the validation item, never a target). Choose settings on the validation numbers only.
-``--save-ranks FILE.npz`` keeps each user's target ranks for tools/paired_runs.py.
+``--save-ranks FILE.npz`` keeps each user's target ranks for tools/paired_runs.py. ``--depth N`` reranks the
+retrieval's top N instead of the served ``spec.RETRIEVAL_DEPTH`` (a diagnostic: the exported graphs bake in the served
+depth).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 
 import numpy as np
 
+from hybridrec import spec
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.hybrid import HybridScorer
 from hybridrec.training.evaluation.metrics import cold_item_users, evaluate_ranking
@@ -34,16 +37,25 @@ def main() -> None:
     parser.add_argument("--cold-threshold", type=int, default=5)
     parser.add_argument("--drop-last", action="store_true", help="also score without the history's last item")
     parser.add_argument("--save-ranks", metavar="NPZ", help="save per-user valid/test ranks (tools/paired_runs.py)")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=spec.RETRIEVAL_DEPTH,
+        help=f"movies retrieved and reranked by the fusion head (served: {spec.RETRIEVAL_DEPTH})",
+    )
     args = parser.parse_args()
+    if args.depth < 1:
+        parser.error("--depth must be >= 1")
     data = load_movielens(resolve_data_dir(args.data))
     split = leave_one_out_split(data)
     ix = split.indexed(ItemIndex.from_data(data))
-    scorer = HybridScorer(load_run_config(args.run), args.run, data).load()
+    scorer = HybridScorer(load_run_config(args.run), args.run, data, depth=args.depth).load()
     valid_all = evaluate_ranking(scorer.score, *ix.stage("valid"))
     valid = valid_all.summary()
     test = evaluate_ranking(scorer.score, *ix.stage("test"))
     cold = cold_item_users(ix.train, ix.test, ix.num_items, args.cold_threshold)
-    out = {
+    out: dict[str, object] = {
+        "depth": args.depth,
         "valid_ndcg@10": valid["ndcg@10"],
         "valid_hr@10": valid["hr@10"],
         "test_ndcg@10": test.summary()["ndcg@10"],

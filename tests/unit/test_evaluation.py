@@ -598,6 +598,46 @@ def test_paired_runs_averages_seeds_per_user_and_pairs_the_settings(tmp_path: Pa
     assert "test_cold_by_seed" not in out
 
 
+def test_release_age_prior_is_a_rate_per_catalog_movie_of_each_age_at_the_users_last_history_item() -> None:
+    """tools/ease_headroom.py --other release_age: log((rated at age a + 1) / (catalog movies of age a, summed over
+    the training rows + 1)), fitted on the gapped training rows; each stage is scored at the year of its history's
+    last item (validation: the last training row; test: the validation row)."""
+    tool = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "ease_headroom.py"))
+    prior = tool["ReleaseAge"](np.array([0, 2000, 2000, 1990]))  # item 0's year is unknown
+    prior.fit(np.array([2001, 2001, 2001]), np.array([1, 1, 3]))
+    age = {a + prior.MIN_AGE: v for a, v in enumerate(prior.rate[:-1])}
+    # 3 rows in 2001: 2 movies were 1 year old then, 1 movie 11 years, 1 without a year
+    assert age[1] == pytest.approx(math.log(3 / 7)) and age[11] == pytest.approx(math.log(2 / 4))
+    assert age[0] == pytest.approx(0.0) and prior.rate[-1] == pytest.approx(math.log(1 / 4))
+    scores = prior.score(np.array([2001, 1991]))
+    assert scores[0].tolist() == pytest.approx([prior.rate[-1], age[1], age[1], age[11]])
+    assert scores[1, 1] == pytest.approx(age[prior.MIN_AGE])  # released 9 years after the rating: clipped to -2
+
+    year = 86400 * 365  # 1970 and 1971 have 365 days
+    stamps = {10: 0, 11: year, 12: 2 * year + 10, 13: 2 * year + 20}  # in 1970, 1971, 1972 and 1972
+    rows = [(1, m, t) for m, t in stamps.items()] + [(2, 10, 0), (2, 11, 0), (2, 12, year)]
+    u, m, t = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    movies = {i: Movie(i, f"m{i}", (), 1970) for i in stamps}
+    data = MovieLensData("ml-latest", Path("."), movies, Ratings(u, m, np.full(len(u), 4.0, dtype=np.float32), t))
+    split = leave_one_out_split(data)
+    fitted, now = tool["_release_age"](split, ItemIndex.from_data(data), data)
+    assert now == {"valid": {1: year, 2: 0}, "test": {1: 2 * year + 10, 2: 0}}
+    # the gapped rows: user 1's first (user 2's only training row is its last, left out): one row at age 0
+    assert fitted.rate[0 - prior.MIN_AGE] == pytest.approx(math.log(2 / 5))
+    assert tool["_years"](np.array([0, year - 1, year])).tolist() == [1970, 1970, 1971]
+
+
+def test_ensemble_runs_fuses_rankings_by_reciprocal_rank() -> None:
+    """tools/ensemble_runs.py: 1 / (60 + rank) summed over runs, and per-row z-scores summed."""
+    tool = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "ensemble_runs.py"))
+    a, b = np.array([[3.0, 2.0, 1.0]]), np.array([[1.0, 3.0, 2.0]])
+    fused = tool["rrf"]([a, b])
+    assert fused[0].tolist() == pytest.approx([1 / 60 + 1 / 62, 1 / 61 + 1 / 60, 1 / 62 + 1 / 61])
+    assert np.argmax(fused[0]) == 1  # ranked 2nd and 1st beats 1st and 3rd
+    z = tool["zsum"]([a, 10 * a])
+    assert z[0].tolist() == pytest.approx((2 * (a - a.mean()) / a.std())[0].tolist())
+
+
 def test_throughput_revisions_imports_the_chosen_checkout(tmp_path: Path) -> None:
     """tools/throughput_revisions.py: its package folder makes `hybridrec` and its mapped subpackages (setuptools'
     package-dir) import from the given checkout, ahead of the editable install's working tree."""

@@ -29,8 +29,18 @@ from hybridrec.training.train import TrainResult, load_model, train
 class HybridScorer:
     """:class:`hybridrec.training.evaluation.baselines.Scorer` for a hybrid run (trained by ``fit`` or loaded)."""
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, data: MovieLensData, name: str = "Hybrid") -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        data: MovieLensData,
+        name: str = "Hybrid",
+        depth: int = spec.RETRIEVAL_DEPTH,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"retrieval depth must be >= 1, got {depth}")
         self.cfg, self.run_dir, self.data, self.name = cfg, Path(run_dir), data, name
+        self.depth = depth  # movies retrieved and reranked: the served model's, unless a diagnostic varies it
         self.result: TrainResult | None = None
         self._model: Any = None
         self._artifacts: Any = None
@@ -77,7 +87,7 @@ class HybridScorer:
     def score(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
         user, items = self._encode(histories, users)
         with torch.no_grad():
-            return pipeline_scores(self._model, user, items, list(histories), reserved=0).numpy()
+            return pipeline_scores(self._model, user, items, list(histories), depth=self.depth, reserved=0).numpy()
 
     def retrieval_scores(self, users: Sequence[int], histories: Sequence[np.ndarray]) -> np.ndarray:
         """The retrieval's dot product user . item over every catalog movie [B, catalog], before its top-k
