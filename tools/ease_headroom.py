@@ -157,6 +157,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.window < 0:
         parser.error("--window must be >= 0")
+    if args.window and args.other == "release_age":
+        parser.error("--window applies to a score of the history's items; the release-age prior reads no history")
     data = load_movielens(resolve_data_dir(args.data))
     split = leave_one_out_split(data)
     ix = split.indexed(ItemIndex.from_data(data))
