@@ -173,7 +173,8 @@ class OptimConfig:
     hard_negatives: int = 32  # fusion-head negatives: the retrieval's current top items (what the head reranks)
     random_negatives: int = 32  # plus uniform catalog negatives
     # batch rows the fusion head trains on per step (None: all). Its 1 + H + R pairs per row cost more than both
-    # towers: at batch 512, 128 rows made a step 1.6x faster (`python -m hybridrec.training.throughput`)
+    # towers: at batch 512, 128 rows made a step 1.6x faster (`python -m hybridrec.training.throughput`). All 512
+    # rows were below 128 on validation for both seeds under data.train_gap=1 (docs/training.md)
     rerank_rows: int | None = 128
     live_posters: int = 32  # posters run through the CNN with gradients per step; the rest use a per-epoch cache
     epochs: int = 6
@@ -217,6 +218,11 @@ class OptimConfig:
     # validation and below on seed 1's under data.train_gap=1, and 0.05 failed its screen against a same-code refit
     # (docs/training.md), so off
     label_smoothing: float = field(default=0.0, metadata=ADDED_SWITCH)
+    # clip each top-level module's gradient norm on its own (item tower, sequence tower, fusion head) instead of the
+    # whole model's: the fusion head trains on detached inputs, yet its gradient is most of the global norm and its
+    # spikes (3x the clip) shrank the towers' steps through the shared clip. Below det8 on validation for both seeds
+    # under data.train_gap=1 (docs/training.md), so off
+    clip_per_module: bool = field(default=False, metadata=ADDED_SWITCH)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:

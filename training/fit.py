@@ -97,7 +97,7 @@ def fit(
             loss = objective.loss(batches[step])
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+            clip_gradients(model, o.clip_per_module)
             opt.step()
             if ema is not None:
                 ema.update()
@@ -137,6 +137,18 @@ def fit(
 
 
 LR_DECAYS = ("constant", "linear")
+
+
+def clip_gradients(model: nn.Module, per_module: bool = False) -> None:
+    """Clip the gradients' norm to GRAD_CLIP: the whole model's, or (``per_module``) each top-level module's and the
+    root's own parameters' separately, so that one part's spike does not shrink every other part's step."""
+    root = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    if not per_module:
+        torch.nn.utils.clip_grad_norm_(root.parameters(), GRAD_CLIP)
+        return
+    for params in [list(root.parameters(recurse=False)), *(list(m.parameters()) for m in root.children())]:
+        if params:
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
 
 
 def make_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Adam:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -189,3 +190,31 @@ def test_cnn_lr_scale_puts_the_poster_cnn_in_its_own_group_and_the_schedule_keep
     assert cnn["lr"] == pytest.approx(0.25 * rest["lr"]) and 0 < rest["lr"] < 0.1
     with pytest.raises(ConfigError, match="cnn_lr_scale"):
         OptimConfig(cnn_lr_scale=-0.5)
+
+
+def test_clip_per_module_keeps_one_modules_spike_out_of_the_others_steps() -> None:
+    """The whole model's clip scales every gradient by one factor; per module, a spike in one part (the fusion head's)
+    leaves the other parts' gradients as they were, and each part's norm ends at most GRAD_CLIP."""
+    from hybridrec.training.fit import GRAD_CLIP, clip_gradients
+
+    def model_with_grads() -> nn.Module:
+        model = nn.Module()
+        model.tower, model.head = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
+        model.scale = nn.Parameter(torch.ones(1))  # a parameter of the root itself
+        model.tower.weight.grad = torch.tensor([[3.0, 4.0]])  # norm 5: at the clip
+        model.head.weight.grad = torch.tensor([[30.0, 40.0]])  # norm 50: a spike
+        model.scale.grad = torch.tensor([12.0])
+        return model
+
+    whole = model_with_grads()
+    clip_gradients(whole)
+    total = math.sqrt(5.0**2 + 50.0**2 + 12.0**2)
+    assert whole.tower.weight.grad[0].tolist() == pytest.approx(
+        [3 * GRAD_CLIP / total, 4 * GRAD_CLIP / total], rel=1e-4
+    )
+
+    each = model_with_grads()
+    clip_gradients(each, per_module=True)
+    assert each.tower.weight.grad[0].tolist() == pytest.approx([3.0, 4.0], rel=1e-4)  # untouched by the head's spike
+    assert each.head.weight.grad.norm().item() == pytest.approx(GRAD_CLIP, rel=1e-4)
+    assert each.scale.grad.item() == pytest.approx(GRAD_CLIP, rel=1e-4)

@@ -91,7 +91,7 @@ def test_a_switch_added_later_stays_out_of_the_fingerprint_at_its_default() -> N
     full["model"]["sequence"].pop("bag_dim"), full["model"]["sequence"].pop("bag_dropout")
     full["model"]["sequence"].pop("bag_recency"), full["optim"].pop("label_smoothing")
     full["model"]["item"].pop("id_min_count"), full["model"]["sequence"].pop("attention_pool")
-    full["model"]["sequence"].pop("attention_blocks")
+    full["model"]["sequence"].pop("attention_blocks"), full["optim"].pop("clip_per_module")
     full["model"]["sequence"].pop("rating_feature"), full["model"]["sequence"].pop("recency_buckets")
     assert fp == full
     bag = load_yaml(RunConfig, None, {"optim.future_window": 10})
