@@ -21,9 +21,9 @@ alone, EASE alone, and three blends, each weight a picked from ``BLENDS`` on val
 keys then hold it): what an item bias in the retrieval's logits could add, as SASRec-CE's free embeddings carry
 popularity in their norm while the item tower's LayerNorm takes it out of the dot product.
 
-``--other release_age`` blends a prior on the movie's age when rated instead (:class:`ReleaseAge`): what the item
-tower's one standardized year feature, which a dot product can only prefer linearly (newer or older), leaves out:
-half of the cold slice's test targets were released within 3 years of their rating.
+``--other release_age`` blends a prior on the movie's age when rated instead (:class:`ReleaseAge`; the "ease" keys
+hold it too): what the item tower's one standardized year feature, which a dot product can only prefer linearly
+(newer or older), leaves out: half of the cold slice's test targets were released within 3 years of their rating.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from hybridrec.training.evaluation.baselines.ease import EASE
 from hybridrec.training.evaluation.baselines.popularity import Popularity
 from hybridrec.training.evaluation.baselines.scorer import LOWEST
 from hybridrec.training.evaluation.hybrid import HybridScorer
-from hybridrec.training.evaluation.metrics import ranking_values, target_ranks
+from hybridrec.training.evaluation.metrics import ranking_values, row_ranks, target_ranks
 from hybridrec.training.evaluation.splits import TRAIN, VALID, ItemIndex, LeaveOneOutSplit, leave_one_out_split
 from hybridrec.training.train import load_run_config
 
@@ -112,14 +112,6 @@ def _z(scores: np.ndarray) -> np.ndarray:
     return np.nan_to_num((s - mean) / np.maximum(std, 1e-12), nan=-1e6)
 
 
-def _ranks(scores: np.ndarray) -> np.ndarray:
-    """Per-user 0-based rank of every item by descending score."""
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
-    return ranks.astype(np.float64)
-
-
 def _per_user(scores: np.ndarray, targets: list[int], seen: list[np.ndarray]) -> dict[str, np.ndarray]:
     return ranking_values(target_ranks(scores.copy(), targets, seen), 10)
 
@@ -184,7 +176,7 @@ def main() -> None:
             bags = [hist[u][-args.window :] if args.window else hist[u] for u in users]
             scores = other.score(users, bags)
         ease_scores[stage] = _z(np.log1p(scores) if args.other == "popularity" else scores)
-    ease_rank = {stage: _ranks(scores) for stage, scores in ease_scores.items()}
+    ease_rank = {stage: row_ranks(scores) for stage, scores in ease_scores.items()}
     for run in args.runs:
         scorer = HybridScorer(load_run_config(run), run, data).load()
         result: dict[str, object] = {}
@@ -209,7 +201,7 @@ def main() -> None:
             result[f"{stage}_served"] = _values(served, tgt, seen, heavy)
             result[f"{stage}_retrieval"] = _values(dot, tgt, seen, heavy)
             result[f"{stage}_ease"] = _values(ease_scores[stage], tgt, seen, heavy)
-            z, served_rank = _z(dot), _ranks(served)
+            z, served_rank = _z(dot), row_ranks(served)
             for a in BLENDS:
                 both = {
                     "dot": z + a * ease_scores[stage],

@@ -22,7 +22,7 @@ import numpy as np
 
 from hybridrec.data import load_movielens, resolve_data_dir
 from hybridrec.training.evaluation.hybrid import HybridScorer
-from hybridrec.training.evaluation.metrics import evaluate_ranking
+from hybridrec.training.evaluation.metrics import evaluate_ranking, row_ranks
 from hybridrec.training.evaluation.splits import ItemIndex, leave_one_out_split
 from hybridrec.training.train import load_run_config
 
@@ -33,10 +33,7 @@ def rrf(scores: list[np.ndarray]) -> np.ndarray:
     """Reciprocal-rank fusion [B, I] of several score matrices [B, I] (0-based ranks by descending score)."""
     fused = np.zeros(scores[0].shape, dtype=np.float64)
     for s in scores:
-        order = np.argsort(-s, axis=1, kind="stable")
-        ranks = np.empty_like(order)
-        np.put_along_axis(ranks, order, np.arange(s.shape[1])[None, :], axis=1)
-        fused += 1.0 / (RRF_K + ranks)
+        fused += 1.0 / (RRF_K + row_ranks(s))
     return fused
 
 

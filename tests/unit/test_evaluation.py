@@ -627,6 +627,11 @@ def test_release_age_prior_is_a_rate_per_catalog_movie_of_each_age_at_the_users_
     assert tool["_years"](np.array([0, year - 1, year])).tolist() == [1970, 1970, 1971]
 
 
+def test_row_ranks_rank_each_rows_columns_by_descending_score_ties_in_column_order() -> None:
+    ranks = M.row_ranks(np.array([[0.1, 0.9, 0.5], [2.0, 2.0, 1.0]]))
+    assert ranks.tolist() == [[2, 0, 1], [0, 1, 2]]
+
+
 def test_ensemble_runs_fuses_rankings_by_reciprocal_rank() -> None:
     """tools/ensemble_runs.py: 1 / (60 + rank) summed over runs, and per-row z-scores summed."""
     tool = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "ensemble_runs.py"))

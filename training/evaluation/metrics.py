@@ -105,6 +105,15 @@ def target_ranks(
     return np.where(np.isneginf(target_score), worst, ranks)
 
 
+def row_ranks(scores: np.ndarray) -> np.ndarray:
+    """Each row's 0-based rank of every column by descending score [B, I] (ties in column order): what
+    reciprocal-rank fusion of several rankings reads (tools/ease_headroom.py, tools/ensemble_runs.py)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[None, :], axis=1)
+    return ranks
+
+
 def ranking_values(ranks: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
     """Per-user HR@k, NDCG@k, MRR@k (float64) from 0-based ranks."""
     r = np.asarray(ranks, dtype=np.float64)
